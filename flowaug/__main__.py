@@ -1,0 +1,5 @@
+import sys
+
+from flowaug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""The ``flowaug`` command. Each subcommand lives in the module that does its work
+and exposes ``add_subcommand(subparsers)``; this file only lists them."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flowaug.errors import FlowaugError
+
+# Modules that each register one top-level subcommand via ``add_subcommand``.
+SUBCOMMAND_MODULES = [
+    "flowaug.data.check",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowaug", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_subcommand(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand (its ``func(args)`` returns an exit code)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FlowaugError as error:
+        print(f"flowaug {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
