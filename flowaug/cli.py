@@ -11,6 +11,7 @@ from flowaug.errors import FlowaugError
 # Modules that each register one top-level subcommand via ``add_subcommand``.
 SUBCOMMAND_MODULES = [
     "flowaug.data.check",
+    "flowaug.pretraining.cli",
     "flowaug.data.make_cifar_c",
 ]
 

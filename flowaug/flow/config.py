@@ -1,0 +1,84 @@
+"""FlowConfig: the DecoupledFlow architecture as data, plus named presets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Architecture of a :class:`~flowaug.flow.model.DecoupledFlow`.
+
+    Attributes:
+        image_size: height = width of the RGB images the flow models; divisible by ``2**levels``.
+        levels: multiscale levels (each starts with a squeeze; all but the last end with a split).
+        steps_per_level: flow steps (ActNorm, invertible 1x1 conv, affine coupling) per level.
+        hidden_channels: width of the coupling networks.
+        nuisance_dim: dimension d of the nuisance code g.
+        encoder_channels: base width of the posterior encoder q(g|x) (CNN, widths c, 2c, 4c).
+        prior_layers: affine couplings of the learned vector-flow prior p(g).
+        prior_hidden: width of the MLPs inside the prior's couplings.
+        scale_bound: bound c of every coupling log-scale, ``log s = c * tanh(raw / c)``; it bounds
+            the per-step gain to ``exp(c)`` in both directions so off-manifold decodes stay finite.
+        shift_bound: bound of every coupling shift (same soft clamp), in ActNorm-normalised units.
+    """
+
+    image_size: int = 32
+    levels: int = 3
+    steps_per_level: int = 6
+    hidden_channels: int = 96
+    nuisance_dim: int = 32
+    encoder_channels: int = 32
+    prior_layers: int = 4
+    prior_hidden: int = 128
+    scale_bound: float = 2.0
+    shift_bound: float = 8.0
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "levels", "steps_per_level", "hidden_channels",
+                     "nuisance_dim", "encoder_channels", "prior_layers", "prior_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"FlowConfig.{name} must be a positive int, got {value!r}")
+        if self.nuisance_dim < 2:
+            raise ValueError(f"FlowConfig.nuisance_dim must be >= 2 (the prior couples two halves), "
+                             f"got {self.nuisance_dim}")
+        if self.image_size % (2 ** self.levels):
+            raise ValueError(f"FlowConfig.image_size={self.image_size} must be divisible by "
+                             f"2**levels={2 ** self.levels} (one squeeze per level)")
+        for name, limit in (("scale_bound", 10.0), ("shift_bound", 100.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
+                raise ValueError(f"FlowConfig.{name} must be a number in (0, {limit:g}], got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON- and ``weights_only``-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"FlowConfig.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FlowConfig keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, FlowConfig] = {
+    "tiny": FlowConfig(levels=2, steps_per_level=2, hidden_channels=16, nuisance_dim=4,
+                       encoder_channels=8, prior_layers=2, prior_hidden=16),
+    "cpu-small": FlowConfig(),
+    "gpu-base": FlowConfig(levels=3, steps_per_level=16, hidden_channels=256, nuisance_dim=64,
+                           encoder_channels=64, prior_layers=6, prior_hidden=256),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> FlowConfig:
+    """The preset ``name`` with fields replaced by ``overrides`` (e.g. ``image_size=64``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown flow preset {name!r}; choose one of {sorted(PRESETS)}")
+    return FlowConfig.from_dict({**PRESETS[name].to_dict(), **overrides})

@@ -1,0 +1,221 @@
+"""Flow pieces of the DecoupledFlow, in normflows' shape.
+
+Direction convention (normflows'): ``forward`` maps latent -> data, ``inverse`` maps
+data -> latent; both return ``(output, log_det)`` where ``log_det`` is the log absolute
+Jacobian determinant of that direction, shape (B,) or a scalar broadcastable to (B,).
+Conditioned pieces take the nuisance code as ``context`` (B, d).
+"""
+from __future__ import annotations
+
+import warnings
+
+import normflows as nf
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def soft_clamp(raw: Tensor, bound: float) -> Tensor:
+    """``bound * tanh(raw / bound)``: ~``raw`` near 0, never beyond ``+-bound``, smooth."""
+    return bound * torch.tanh(raw / bound)
+
+
+class ActNorm(nf.flows.AffineConstFlow):
+    """Per-channel affine map (normflows' ``AffineConstFlow``) with an explicit data-dependent init.
+
+    Unlike ``normflows.flows.ActNorm`` it never initialises itself on the first batch it sees:
+    the owning model arms it with :meth:`arm_init`, and the next ``inverse`` call (data -> latent)
+    sets ``s, t`` so that its output has zero mean and unit variance per channel. The
+    ``initialized`` buffer travels in the state dict, so loaded and DDP-broadcast copies agree.
+    """
+
+    def __init__(self, num_channels: int):
+        super().__init__((num_channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._armed = False
+
+    def arm_init(self) -> None:
+        """Make the next ``inverse`` call initialise ``s, t`` from its input batch."""
+        self._armed = True
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if self._armed:
+            with torch.no_grad():
+                self.t.copy_(z.mean(dim=(0, 2, 3), keepdim=True))
+                self.s.copy_(torch.log(z.std(dim=(0, 2, 3), keepdim=True) + 1e-6))
+                self.initialized.fill_(True)
+            self._armed = False
+        return super().inverse(z)
+
+
+class InvertibleConv1x1(nf.flows.Invertible1x1Conv):
+    """normflows' LU-parametrised invertible 1x1 conv that caches its inverse weight.
+
+    normflows re-inverts L and U in float64 on every latent -> data call; here the inverse is
+    reused while no gradient is needed and the parameters are unchanged (keyed on their
+    version counters, storage and device), so repeated decoding in eval costs one inversion.
+    """
+
+    def __init__(self, num_channels: int):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.lu is deprecated")
+            super().__init__(num_channels, use_lu=True)
+        self._inverse_cache: tuple[tuple, Tensor] | None = None
+
+    def _assemble_W(self, inverse: bool = False) -> Tensor:
+        if not inverse or torch.is_grad_enabled():
+            return super()._assemble_W(inverse)
+        tensors = (self.L, self.U, self.log_S, self.P, self.sign_S)
+        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in tensors)
+        if self._inverse_cache is None or self._inverse_cache[0] != key:
+            self._inverse_cache = (key, super()._assemble_W(inverse=True))
+        return self._inverse_cache[1]
+
+
+class AffineCoupling(nf.flows.Flow):
+    """Conditioned affine coupling with bounded scale and shift, on channel dim 1 of (B,C,...) tensors.
+
+    The input splits into ``a = x[:, :C//2]`` (kept) and ``b = x[:, C//2:]``;
+    ``raw_shift, raw_scale = net(a, context).chunk(2, 1)``, ``shift = soft_clamp(raw_shift,
+    shift_bound)`` and ``log_scale = soft_clamp(raw_scale, scale_bound)``. The bounds keep
+    every step's gain and offset finite in both directions, whatever the code.
+    latent -> data (``forward``): ``b = b_z * exp(log_scale) + shift``;
+    data -> latent (``inverse``): ``b_z = (b - shift) * exp(-log_scale)``.
+    ``net`` maps (B, C//2, ...) and the context to (B, 2*(C - C//2), ...).
+    """
+
+    def __init__(self, net: nn.Module, scale_bound: float, shift_bound: float):
+        super().__init__()
+        self.net = net
+        self.scale_bound = scale_bound
+        self.shift_bound = shift_bound
+
+    def _params(self, a: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        shift, raw = self.net(a, context).chunk(2, dim=1)
+        return soft_clamp(shift, self.shift_bound), soft_clamp(raw, self.scale_bound)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        a, b = z.tensor_split([z.shape[1] // 2], dim=1)
+        shift, log_scale = self._params(a, context)
+        return torch.cat([a, b * log_scale.exp() + shift], dim=1), log_scale.flatten(1).sum(1)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        a, b = x.tensor_split([x.shape[1] // 2], dim=1)
+        shift, log_scale = self._params(a, context)
+        return torch.cat([a, (b - shift) * (-log_scale).exp()], dim=1), -log_scale.flatten(1).sum(1)
+
+
+class ContextAffine(nf.flows.Flow):
+    """Per-channel affine map whose bounded shift and log-scale are a linear function of the context.
+
+    Used as the g-conditioned prior of the coarsest latent: ``eps = (z - mu(g)) * exp(-log_s(g))``.
+    Input (B,C,H,W), context (B,d). Starts as the identity (zero-initialised weights).
+    """
+
+    def __init__(self, num_channels: int, context_dim: int, scale_bound: float, shift_bound: float):
+        super().__init__()
+        self.linear = nn.Linear(context_dim, 2 * num_channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.scale_bound = scale_bound
+        self.shift_bound = shift_bound
+
+    def _params(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        shift, raw = self.linear(context)[:, :, None, None].chunk(2, dim=1)
+        log_scale = soft_clamp(raw, self.scale_bound)
+        return soft_clamp(shift, self.shift_bound), log_scale, log_scale.flatten(1).sum(1) * (z.shape[2] * z.shape[3])
+
+    def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        shift, log_scale, log_det = self._params(z, context)
+        return z * log_scale.exp() + shift, log_det
+
+    def inverse(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        shift, log_scale, log_det = self._params(x, context)
+        return (x - shift) * (-log_scale).exp(), -log_det
+
+
+class FiLMConvNet(nn.Module):
+    """Coupling network: conv3x3 -> FiLM(g) -> ReLU -> conv1x1 -> FiLM(g) -> ReLU -> conv3x3.
+
+    (B,in,H,W) and context g (B,d) -> (B,out,H,W). FiLM scales and shifts the hidden
+    activations by ``(1 + gamma(g), beta(g))``, spatially constant. The last conv is
+    zero-initialised so the coupling starts as the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, context_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+        self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1)
+        self.film = nn.Linear(context_dim, 4 * hidden)
+        for layer in (self.conv3, self.film):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, a: Tensor, context: Tensor) -> Tensor:
+        gamma1, beta1, gamma2, beta2 = self.film(context)[:, :, None, None].chunk(4, dim=1)
+        h = F.relu(torch.addcmul(beta1, self.conv1(a), 1 + gamma1))
+        h = F.relu(torch.addcmul(beta2, self.conv2(h), 1 + gamma2))
+        return self.conv3(h)
+
+
+class SplitPriorNet(nn.Module):
+    """Glow's learned split prior, conditioned on g: conv3x3(kept half) + linear(g) bias.
+
+    (B,in,H,W), context (B,d) -> (B,out,H,W); zero-initialised (starts as N(0, I)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, context_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.linear = nn.Linear(context_dim, out_channels)
+        for layer in (self.conv, self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, a: Tensor, context: Tensor) -> Tensor:
+        return self.conv(a) + self.linear(context)[:, :, None, None]
+
+
+class MLPNet(nn.Module):
+    """Unconditional coupling network for vectors: (B,in) -> (B,out), two hidden ReLU layers.
+
+    ``context`` is accepted for the coupling interface and must be ``None``.
+    The last layer is zero-initialised.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
+                                    nn.Linear(hidden, hidden), nn.ReLU(),
+                                    nn.Linear(hidden, out_features))
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, a: Tensor, context: None = None) -> Tensor:
+        return self.layers(a)
+
+
+class FlowStep(nf.flows.Flow):
+    """One Glow step: ActNorm -> invertible 1x1 conv -> g-conditioned affine coupling (data -> latent)."""
+
+    def __init__(self, channels: int, hidden: int, context_dim: int, scale_bound: float,
+                 shift_bound: float):
+        super().__init__()
+        self.actnorm = ActNorm(channels)
+        self.conv = InvertibleConv1x1(channels)
+        half = channels // 2
+        self.coupling = AffineCoupling(
+            FiLMConvNet(half, 2 * (channels - half), hidden, context_dim), scale_bound, shift_bound)
+
+    def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        z, log_det = self.coupling(z, context)
+        z, ld = self.conv(z)
+        z, ld2 = self.actnorm(z)
+        return z, log_det + ld + ld2
+
+    def inverse(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        x, log_det = self.actnorm.inverse(x)
+        x, ld = self.conv.inverse(x)
+        x, ld2 = self.coupling.inverse(x, context)
+        return x, log_det + ld + ld2

@@ -1,0 +1,281 @@
+"""DecoupledFlow: a Glow-style multiscale flow over images conditioned on a nuisance code.
+
+Model (Wolf-style, see docs/DESIGN.md "The decoupled flow"):
+
+- images x in [0, 1] are modelled in centred pixel space ``y = x - 0.5`` (no logit
+  transform: decode is an affine-only chain, so an unclamped decode of a valid code stays
+  close to [0, 1]);
+- a posterior encoder gives q(g|x) = N(mean, std^2) over the nuisance code g (B, d);
+  p(g) is a learned vector flow (:class:`~flowaug.flow.nuisance.NuisancePrior`);
+- the image flow has ``levels`` levels of [squeeze, ``steps_per_level`` x (ActNorm,
+  invertible 1x1 conv, affine coupling with FiLM(g))], then for all but the last level a
+  learned split prior conditioned on the kept half and g, which standardises the half that
+  leaves the flow; the coarsest latent gets a g-conditioned per-channel affine. The
+  semantic latent ``eps`` (B, 3*H*W) concatenates the standardised pieces (finest first),
+  so eps ~ N(0, I) under the model and encode -> decode is exact given g;
+- training maximises the ELBO with uniform dequantisation ``(x*255 + u)/256`` and one
+  reparameterised sample of g; the KL term is estimated as ``log q(g|x) - log p(g)``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, NamedTuple
+
+import normflows as nf
+import torch
+from torch import Tensor, nn
+
+from flowaug.errors import CheckpointError
+from flowaug.fileio import atomic_torch_save
+from flowaug.flow.config import FlowConfig
+from flowaug.flow.layers import ActNorm, AffineCoupling, ContextAffine, FlowStep, SplitPriorNet
+from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
+
+CHECKPOINT_FORMAT = "flowaug-flow"
+CHECKPOINT_VERSION = 1
+
+
+class Latents(NamedTuple):
+    """The two codes of an image batch.
+
+    semantic: (B, 3*H*W) float32, all multiscale pieces flattened and concatenated (finest first).
+    nuisance: (B, nuisance_dim) float32, the global code g.
+    """
+
+    semantic: Tensor
+    nuisance: Tensor
+
+
+class DecoupledFlow(nn.Module):
+    """Normalizing flow whose latent splits into a semantic part and a nuisance code.
+
+    All image arguments are float tensors (B,3,S,S) in [0, 1] with S = ``config.image_size``,
+    on the model's device. Call :meth:`initialize` once on a fixed batch before training.
+    """
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        self.config = config
+        d = config.nuisance_dim
+        self.encoder = PosteriorEncoder(d, config.encoder_channels)
+        bounds = (config.scale_bound, config.shift_bound)
+        self.prior = NuisancePrior(d, config.prior_layers, config.prior_hidden, *bounds)
+        self.squeeze = nf.flows.Squeeze()
+        self.levels = nn.ModuleList()
+        self.split_priors = nn.ModuleList()
+        self.piece_shapes: list[tuple[int, int, int]] = []
+        channels, size = 3, config.image_size
+        for level in range(config.levels):
+            channels, size = channels * 4, size // 2
+            self.levels.append(nn.ModuleList(
+                FlowStep(channels, config.hidden_channels, d, *bounds)
+                for _ in range(config.steps_per_level)))
+            if level < config.levels - 1:
+                half = channels // 2
+                self.split_priors.append(AffineCoupling(
+                    SplitPriorNet(half, 2 * (channels - half), d), *bounds))
+                self.piece_shapes.append((channels - half, size, size))
+                channels = half
+        self.top_prior = ContextAffine(channels, d, *bounds)
+        self.piece_shapes.append((channels, size, size))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def num_dims(self) -> int:
+        """Pixels x channels of one image, 3*S*S."""
+        return 3 * self.config.image_size ** 2
+
+    def _check_images(self, x: Tensor) -> None:
+        size = self.config.image_size
+        if not isinstance(x, Tensor):
+            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype} "
+                             f"(convert uint8 with x.float() / 255)")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+            raise ValueError(f"images must have shape (B, 3, {size}, {size}) for this flow "
+                             f"(config.image_size={size}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("empty image batch")
+        if not torch.isfinite(x).all():
+            raise ValueError("images contain NaN or Inf values")
+        low, high = x.min().item(), x.max().item()
+        if low < 0 or high > 1:
+            raise ValueError(f"images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+
+    def _check_generator(self, generator: torch.Generator | None, device: torch.device) -> None:
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device} but the model/data are on "
+                             f"{device}; create it with torch.Generator(device={str(device)!r})")
+
+    def _to_latent(self, y: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Centred image y (B,3,S,S) and code g -> (eps (B, 3*S*S), log|det d eps/dy| (B,))."""
+        pieces, log_det = [], torch.zeros(y.shape[0], device=y.device, dtype=y.dtype)
+        z = y
+        for level, steps in enumerate(self.levels):
+            z, _ = self.squeeze.inverse(z)
+            for step in steps:
+                z, ld = step.inverse(z, g)
+                log_det = log_det + ld
+            if level < len(self.split_priors):
+                z, ld = self.split_priors[level].inverse(z, g)
+                log_det = log_det + ld
+                z, piece = z.tensor_split([z.shape[1] // 2], dim=1)
+                pieces.append(piece.flatten(1))
+        z, ld = self.top_prior.inverse(z, g)
+        pieces.append(z.flatten(1))
+        return torch.cat(pieces, dim=1), log_det + ld
+
+    def _to_data(self, eps: Tensor, g: Tensor) -> Tensor:
+        """Inverse of :meth:`_to_latent`: (B, 3*S*S), (B, d) -> centred image (B,3,S,S)."""
+        sizes = [c * h * w for c, h, w in self.piece_shapes]
+        pieces = [p.reshape(-1, *shape) for p, shape in
+                  zip(eps.split(sizes, dim=1), self.piece_shapes)]
+        z, _ = self.top_prior(pieces[-1], g)
+        for level in reversed(range(len(self.levels))):
+            if level < len(self.split_priors):
+                z, _ = self.split_priors[level](torch.cat([z, pieces[level]], dim=1), g)
+            for step in reversed(self.levels[level]):
+                z, _ = step(z, g)
+            z, _ = self.squeeze(z)
+        return z
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Data-dependent ActNorm initialisation on ONE fixed batch x (B,3,S,S) in [0, 1].
+
+        Call once before training (and before wrapping in DDP); afterwards no layer changes
+        itself outside the optimiser. Calling it again re-initialises explicitly.
+        """
+        self._check_images(x)
+        if x.shape[0] < 2:
+            raise ValueError("initialize needs a batch of at least 2 images (ActNorm uses batch statistics)")
+        actnorms = [m for m in self.modules() if isinstance(m, ActNorm)]
+        for actnorm in actnorms:
+            actnorm.arm_init()
+        g, _ = self.encoder(x - 0.5)
+        self._to_latent(x - 0.5, g)
+        self.initialized.fill_(True)
+
+    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Negative ELBO of each image in bits/dim, (B,) float32.
+
+        Uses uniform dequantisation ``(x*255 + u)/256`` and one sample g ~ q(g|x); all noise
+        is drawn from ``generator`` (on the data's device) when given.
+        """
+        self._check_images(x)
+        self._check_generator(generator, x.device)
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        y = (x * 255 + u) / 256 - 0.5
+        mean, log_std = self.encoder(x - 0.5)
+        noise = torch.randn(mean.shape, generator=generator, device=x.device, dtype=mean.dtype)
+        g = mean + log_std.exp() * noise
+        eps, log_det = self._to_latent(y, g)
+        log_px_given_g = standard_normal_log_prob(eps) + log_det
+        log_q = standard_normal_log_prob(noise) - log_std.sum(1)
+        elbo = log_px_given_g + self.prior.log_prob(g) - log_q
+        return -(elbo - self.num_dims * math.log(256)) / (self.num_dims * math.log(2))
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Training loss: mean of :meth:`bits_per_dim` over the batch (scalar)."""
+        if not bool(self.initialized):
+            raise RuntimeError("DecoupledFlow.initialize(x) must be called on a fixed batch "
+                               "before training (data-dependent ActNorm init)")
+        return self.bits_per_dim(x, generator).mean()
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
+        return self.loss(x, generator)
+
+    def encode(self, x: Tensor) -> Latents:
+        """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise."""
+        self._check_images(x)
+        g, _ = self.encoder(x - 0.5)
+        eps, _ = self._to_latent(x - 0.5, g)
+        return Latents(eps, g)
+
+    def encode_nuisance(self, x: Tensor) -> Tensor:
+        """Posterior-mean nuisance codes (B, d) of x (B,3,S,S) in [0,1]; cheaper than :meth:`encode`
+        (only the posterior encoder runs)."""
+        self._check_images(x)
+        return self.encoder(x - 0.5)[0]
+
+    def decode(self, latents: Latents) -> Tensor:
+        """Images (B,3,S,S) from codes; NOT clamped (exact inverse of :meth:`encode`)."""
+        semantic, nuisance = latents
+        n, d = self.num_dims, self.config.nuisance_dim
+        if semantic.dim() != 2 or semantic.shape[1] != n:
+            raise ValueError(f"semantic latent must have shape (B, {n}), got {tuple(semantic.shape)}")
+        if nuisance.dim() != 2 or nuisance.shape[1] != d:
+            raise ValueError(f"nuisance code must have shape (B, {d}), got {tuple(nuisance.shape)}")
+        if semantic.shape[0] != nuisance.shape[0]:
+            raise ValueError(f"semantic and nuisance batch sizes differ: "
+                             f"{semantic.shape[0]} vs {nuisance.shape[0]}")
+        return self._to_data(semantic, nuisance) + 0.5
+
+    def sample_nuisance(self, n: int, temperature: float = 1.0,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """n codes (n, d) from the learned prior p(g), base noise scaled by ``temperature``.
+
+        The base noise is drawn on ``generator``'s device (a CPU generator works for a CUDA
+        model, so one seed gives the same codes on every device) and moved to the model.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        device = self.initialized.device
+        noise_device = device if generator is None else generator.device
+        u = torch.randn(n, self.config.nuisance_dim, generator=generator, device=noise_device)
+        return self.prior.transform(u.to(device) * temperature)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: Any = "cpu") -> DecoupledFlow:
+        """Load a ``flowaug-flow`` checkpoint (``weights_only=True``); returned in eval mode.
+
+        Extra keys (e.g. a trainer's ``train_state``) are ignored; the checkpoint's ``meta``
+        dict is attached as ``model.meta``.
+
+        Raises :class:`~flowaug.errors.CheckpointError` for a missing or unreadable file, a wrong
+        format or version, an invalid config, or a state dict that does not fit the config.
+        """
+        if not os.path.isfile(path):
+            raise CheckpointError(f"flow checkpoint {os.fspath(path)!r} does not exist")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"{os.fspath(path)!r} is not a readable torch checkpoint "
+                                  f"({type(error).__name__}: {str(error)[:200]})") from error
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise CheckpointError(f"{os.fspath(path)!r} is not a DecoupledFlow checkpoint "
+                                  f"(format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{os.fspath(path)!r} has checkpoint version {ckpt.get('version')!r}; "
+                                  f"this flowaug reads version {CHECKPOINT_VERSION}")
+        try:
+            config = FlowConfig.from_dict(ckpt["config"])
+            model = cls(config)
+            model.load_state_dict(ckpt["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{os.fspath(path)!r}: config and weights do not form a valid "
+                                  f"DecoupledFlow ({type(error).__name__}: {str(error)[:300]})") from error
+        model.meta = ckpt.get("meta", {})
+        return model.eval()
+
+
+def save_flow(model: DecoupledFlow, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """Atomically write ``model`` as a ``flowaug-flow`` checkpoint (weights on CPU).
+
+    ``meta`` holds plain values (str, numbers, bools, lists, dicts) describing the run.
+    """
+    if not isinstance(model, DecoupledFlow):
+        raise TypeError(f"save_flow expects a DecoupledFlow (unwrap DDP first), got {type(model).__name__}")
+    atomic_torch_save({
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }, path)

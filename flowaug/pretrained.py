@@ -1,0 +1,153 @@
+"""Registry of pretrained weights (in the spirit of timm): name -> file, sha256, kind.
+
+The registry is the JSON manifest ``registry.json`` in the pretrained directory, one entry
+per line::
+
+    {
+      "cifar10": {"filename": "cifar10.pt", "sha256": "<64 hex>", "kind": "flow", "description": "..."}
+    }
+
+Adding pretrained weights = copying the file into the directory and adding one line
+(:func:`register_pretrained` does both the hashing and the atomic manifest rewrite).
+
+The pretrained directory is, in order: the ``registry_dir`` argument, ``$FLOWAUG_PRETRAINED``,
+then ``pretrained/`` at the root of the source checkout (beside the ``flowaug`` package).
+The weights are not packaged into wheels: a non-editable install must point
+``$FLOWAUG_PRETRAINED`` (or ``registry_dir``) at a copy of that directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError
+from flowaug.fileio import atomic_write_text, sha256_file
+
+MANIFEST_NAME = "registry.json"
+SOURCE_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def _load_flow(path: Path, map_location: Any) -> nn.Module:
+    from flowaug.flow.model import DecoupledFlow
+
+    return DecoupledFlow.from_checkpoint(path, map_location=map_location)
+
+
+def _load_classifier(path: Path, map_location: Any) -> nn.Module:
+    from flowaug.models.classifiers import load_classifier
+
+    return load_classifier(path, map_location=map_location)
+
+
+LOADERS: dict[str, Callable[[Path, Any], nn.Module]] = {
+    "flow": _load_flow,
+    "classifier": _load_classifier,
+}
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """One registry entry: ``filename`` (inside the pretrained directory), its ``sha256``
+    (lowercase hex), ``kind`` (a key of :data:`LOADERS`) and a one-line ``description``."""
+
+    name: str
+    filename: str
+    sha256: str
+    kind: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOADERS:
+            raise ValueError(f"pretrained entry {self.name!r}: kind must be one of {sorted(LOADERS)}, "
+                             f"got {self.kind!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"pretrained entry {self.name!r}: sha256 must be 64 lowercase hex digits, "
+                             f"got {self.sha256!r}")
+        if not self.filename or Path(self.filename).name != self.filename:
+            raise ValueError(f"pretrained entry {self.name!r}: filename must be a plain file name "
+                             f"inside the pretrained directory, got {self.filename!r}")
+
+
+def resolve_registry_dir(registry_dir: str | os.PathLike | None = None) -> Path:
+    """The pretrained directory: ``registry_dir``, else ``$FLOWAUG_PRETRAINED``, else the checkout's."""
+    if registry_dir is not None:
+        return Path(registry_dir)
+    env = os.environ.get("FLOWAUG_PRETRAINED")
+    return Path(env) if env else SOURCE_PRETRAINED_DIR
+
+
+def read_registry(registry_dir: str | os.PathLike | None = None) -> dict[str, PretrainedEntry]:
+    """Entries of the manifest in the pretrained directory (empty if there is no manifest)."""
+    manifest = resolve_registry_dir(registry_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        return {}
+    try:
+        raw = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError(f"top level must be an object name -> entry, got {type(raw).__name__}")
+        return {name: PretrainedEntry(name=name, **fields) for name, fields in raw.items()}
+    except (ValueError, TypeError) as error:
+        raise DataFormatError(f"pretrained manifest {manifest} is malformed: {error}; each entry needs "
+                              f"exactly filename, sha256, kind, description") from error
+
+
+def write_registry(entries: dict[str, PretrainedEntry], registry_dir: str | os.PathLike | None = None) -> None:
+    """Atomically write ``entries`` as the manifest, sorted by name, one entry per line."""
+    lines = []
+    for name in sorted(entries):
+        fields = {k: v for k, v in asdict(entries[name]).items() if k != "name"}
+        lines.append(f"  {json.dumps(name)}: {json.dumps(fields)}")
+    text = "{\n" + ",\n".join(lines) + ("\n" if lines else "") + "}\n"
+    atomic_write_text(text, resolve_registry_dir(registry_dir) / MANIFEST_NAME)
+
+
+def register_pretrained(name: str, filename: str, kind: str, description: str,
+                        registry_dir: str | os.PathLike | None = None) -> PretrainedEntry:
+    """Hash ``filename`` (already in the pretrained directory) and add or replace entry ``name``."""
+    directory = resolve_registry_dir(registry_dir)
+    path = directory / filename
+    if not path.is_file():
+        raise CheckpointError(f"cannot register {name!r}: {path} does not exist; copy the weights "
+                              f"into {directory} first")
+    entry = PretrainedEntry(name, filename, sha256_file(path), kind, description)
+    write_registry({**read_registry(directory), name: entry}, directory)
+    return entry
+
+
+def available_pretrained(registry_dir: str | os.PathLike | None = None) -> list[str]:
+    """Sorted names of the registered pretrained weights."""
+    return sorted(read_registry(registry_dir))
+
+
+def load_pretrained(name: str, map_location: str | torch.device = "cpu",
+                    registry_dir: str | os.PathLike | None = None) -> nn.Module:
+    """Load registered weights ``name``, verifying the file's sha256 first.
+
+    Returns a :class:`~flowaug.flow.model.DecoupledFlow` for kind "flow" and the
+    ``flowaug.models.load_classifier`` module for kind "classifier" (both in eval mode).
+    Raises ``ValueError`` for an unknown name (listing the choices), ``CheckpointError`` for a
+    missing or unreadable file and ``ChecksumMismatchError`` when the hash differs.
+    """
+    directory = resolve_registry_dir(registry_dir)
+    registry = read_registry(directory)
+    if name not in registry:
+        where = directory / MANIFEST_NAME
+        listed = sorted(registry) if registry else f"none ({where} is missing or empty)"
+        raise ValueError(f"unknown pretrained weights {name!r}; available: {listed}")
+    entry = registry[name]
+    path = directory / entry.filename
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights {name!r} are registered but {path} does not exist; "
+                              f"restore the file or set $FLOWAUG_PRETRAINED to the directory holding it")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ChecksumMismatchError(f"{path} has sha256 {digest}, but the registry expects {entry.sha256} "
+                                    f"for {name!r}: the file is corrupt or was replaced; restore it")
+    return LOADERS[entry.kind](path, map_location)
