@@ -1,0 +1,333 @@
+"""Flow pretraining: dataset specs, exact resume, non-finite skipping, outputs, CLI (tiny preset, synthetic data)."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowaug.cli import main
+from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundError, FlowaugError
+from flowaug.flow import DecoupledFlow, Latents
+from flowaug.pretraining import PretrainConfig, TrainingDivergedError, load_pretrain_data, lr_at, pretrain
+
+
+def write_npz(path: Path, n_train: int = 40, n_test: int | None = 8, size: int = 32, seed: int = 0) -> Path:
+    """Smooth random images (a colour cast plus a blob) as x_train/x_test uint8 (N,size,size,3)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+
+    def images(n: int) -> np.ndarray:
+        cast = rng.uniform(0.2, 0.8, (n, 1, 1, 3))
+        centre = rng.uniform(0.3, 0.7, (n, 2, 1, 1))
+        blob = np.exp(-((xx - centre[:, 0]) ** 2 + (yy - centre[:, 1]) ** 2) * 20)[..., None]
+        return np.clip(255 * (cast * (1 - blob) + (1 - cast) * blob), 0, 255).astype(np.uint8)
+
+    arrays = {"x_train": images(n_train)}
+    if n_test:
+        arrays["x_test"] = images(n_test)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> Path:
+    return write_npz(tmp_path / "data.npz")
+
+
+def config(out: Path, dataset: str, **overrides) -> PretrainConfig:
+    """A run of the tiny preset: 40 images, batch 8 -> 5 steps per epoch, 2 epochs."""
+    settings = dict(dataset=dataset, out=str(out), preset="tiny", epochs=2, batch_size=8, warmup_steps=3,
+                    log_every=2, checkpoint_every=0, val_images=8, sample_images=3, threads=1)
+    return PretrainConfig(**{**settings, **overrides})
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_identical(a, b, where: str = "") -> None:
+    """Recursive bit-for-bit equality of nested dicts/lists of tensors and plain values."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def metric_records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---- learning-rate schedule ------------------------------------------------------------
+
+def test_lr_schedule_warms_up_linearly_then_follows_cosine_to_zero() -> None:
+    cfg = PretrainConfig(dataset="cifar10", out="unused", lr=0.01, warmup_steps=10)
+    assert lr_at(0, 110, cfg) == pytest.approx(0.001)
+    assert lr_at(9, 110, cfg) == pytest.approx(0.01)
+    assert lr_at(60, 110, cfg) == pytest.approx(0.005)
+    assert lr_at(110, 110, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert all(lr_at(s, 110, cfg) >= lr_at(s + 1, 110, cfg) for s in range(9, 110))
+
+
+@pytest.mark.parametrize("field,value", [("lr", 0.0), ("ema", 1.0), ("batch_size", 0), ("device", "tpu")])
+def test_config_rejects_bad_values(field: str, value) -> None:
+    with pytest.raises(FlowaugError, match=field.replace("_", ".")):
+        PretrainConfig(dataset="cifar10", out="unused", **{field: value})
+
+
+# ---- dataset specs ----------------------------------------------------------------------
+
+def write_png_folder(root: Path, n: int, size: tuple[int, int], nested: bool, seed: int = 0) -> Path:
+    """n RGB PNGs (width, height = size); ImageFolder class sub-folders when ``nested``."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        folder = root / f"class_{i % 2}" if nested else root
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+    (root / "README.txt").write_text("not an image")
+    return root
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_folder_spec_reads_resizes_and_holds_out_a_seeded_validation_split(tmp_path: Path, nested: bool) -> None:
+    root = write_png_folder(tmp_path / "imgs", 20, (40, 24), nested)
+    data = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
+    assert data.train.shape == (16, 16, 16, 3) and data.val.shape == (4, 16, 16, 3)
+    assert data.train.dtype == np.uint8
+    again = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
+    other = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=4)
+    assert np.array_equal(again.val, data.val) and not np.array_equal(other.val, data.val)
+    rows = {r.tobytes() for r in np.concatenate([data.train, data.val])}
+    assert len(rows) == 20
+
+
+def test_folder_spec_centre_crops_the_shorter_side(tmp_path: Path) -> None:
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :16] = (255, 0, 0)
+    pixels[:, 48:] = (255, 0, 0)
+    pixels[:, 16:48] = (0, 0, 255)
+    for i in range(2):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    data = load_pretrain_data(f"folder:{tmp_path}", image_size=16)
+    image = np.concatenate([data.train, data.val])[0].astype(int)
+    assert image.shape == (16, 16, 3)
+    assert np.abs(image[:, 1:-1] - (0, 0, 255)).max() <= 2
+    assert (image[..., 2] > 200).all() and (image[..., 0] < 40).all()
+
+
+def test_folder_spec_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_pretrain_data(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(DataFormatError, match="contains no images"):
+        load_pretrain_data(f"folder:{tmp_path / 'empty'}")
+    root = write_png_folder(tmp_path / "imgs", 3, (32, 32), nested=False)
+    (root / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataFormatError, match="broken.png"):
+        load_pretrain_data(f"folder:{root}")
+
+
+def test_npz_spec_uses_x_test_or_holds_out(tmp_path: Path) -> None:
+    with_test = load_pretrain_data(f"npz:{write_npz(tmp_path / 'a.npz', 20, 6)}")
+    assert with_test.train.shape == (20, 32, 32, 3) and with_test.val.shape == (6, 32, 32, 3)
+    holdout = load_pretrain_data(f"npz:{write_npz(tmp_path / 'b.npz', 20, None)}", val_fraction=0.25)
+    assert holdout.train.shape == (15, 32, 32, 3) and holdout.val.shape == (5, 32, 32, 3)
+    resized = load_pretrain_data(f"npz:{write_npz(tmp_path / 'c.npz', 4, 2, size=16)}", image_size=32)
+    assert resized.train.shape == (4, 32, 32, 3)
+
+
+def test_npz_spec_rejects_bad_arrays(tmp_path: Path) -> None:
+    np.savez(tmp_path / "gray.npz", x_train=np.zeros((4, 32, 32), dtype=np.uint8))
+    with pytest.raises(DataFormatError, match=r"expected uint8 \(N, H, W, 3\)"):
+        load_pretrain_data(f"npz:{tmp_path / 'gray.npz'}")
+    np.savez(tmp_path / "nokey.npz", images=np.zeros((4, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(DataFormatError, match="x_train"):
+        load_pretrain_data(f"npz:{tmp_path / 'nokey.npz'}")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_cifar_specs_train_on_train_and_validate_on_test(synthetic, dataset: str) -> None:
+    splits = synthetic.write_pickles(dataset, n_train=4, n_test=5)
+    data = load_pretrain_data(dataset, data_root=synthetic.root)
+    assert np.array_equal(data.train, splits["train"][0])
+    assert np.array_equal(data.val, splits["test"][0])
+
+
+@pytest.mark.parametrize("spec", ["imagenet", "folder", "npz:", "cifar10:x"])
+def test_unknown_dataset_spec_lists_the_choices(spec: str) -> None:
+    with pytest.raises(FlowaugError, match="folder:PATH"):
+        load_pretrain_data(spec)
+
+
+# ---- training runs ----------------------------------------------------------------------
+
+def test_folder_pretraining_at_64_gives_a_flow_that_swaps_nuisance(tmp_path: Path) -> None:
+    root = write_png_folder(tmp_path / "imgs", 36, (72, 80), nested=True)
+    out = tmp_path / "run"
+    path = pretrain(config(out, f"folder:{root}", image_size=64, epochs=1, sample_images=2))
+    assert path == out / "flow.pt"
+    x = torch.from_numpy(load_pretrain_data(f"folder:{root}", image_size=64).train[:4]).permute(0, 3, 1, 2) / 255
+    for file in (path, out / "checkpoint.pt"):
+        flow = DecoupledFlow.from_checkpoint(file)
+        assert flow.config.image_size == 64 and flow.meta["preset"] == "tiny"
+        with torch.no_grad():
+            latents = flow.encode(x)
+            assert (flow.decode(latents) - x).abs().max() < 1e-3
+            swapped = flow.decode(Latents(latents.semantic, latents.nuisance.roll(1, 0)))
+        assert swapped.shape == x.shape and torch.isfinite(swapped).all()
+    sizes = {name: Image.open(out / "samples" / f"epoch_001_{name}.png").size for name in ("recon", "swap", "prior")}
+    cell = 64 + 1
+    assert sizes == {"recon": (2 * cell + 1, 2 * cell + 1), "swap": (3 * cell + 1, 3 * cell + 1),
+                     "prior": (3 * cell + 1, 2 * cell + 1)}
+
+
+def test_run_writes_config_metrics_and_grids(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}"))
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["pretrain"]["preset"] == "tiny" and saved["steps_per_epoch"] == 5
+    records = metric_records(out)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and [r["step"] for r in epochs] == [5, 10]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10]
+    for record in records:
+        assert {"step", "epoch", "train_bpd", "lr", "img_per_s", "skipped_steps", "wall_time_s"} <= record.keys()
+        assert math.isfinite(record["train_bpd"]) and record["skipped_steps"] == 0
+    assert all(math.isfinite(r["val_bpd"]) and 0 < r["val_bpd"] < 16 for r in epochs)
+    assert epochs[1]["val_bpd"] < epochs[0]["val_bpd"]
+    grids = sorted(p.name for p in (out / "samples").iterdir())
+    assert grids == [f"epoch_{e:03d}_{k}.png" for e in (1, 2) for k in ("prior", "recon", "swap")]
+    ckpt = load_ckpt(out / "checkpoint.pt")
+    assert ckpt["train_state"]["finished"] and ckpt["meta"]["weights"] == "ema"
+    assert_identical(ckpt["state_dict"], load_ckpt(out / "flow.pt")["state_dict"])
+
+
+@pytest.mark.parametrize("interrupt", [{"stop_after_steps": 3}, {"stop_after_steps": 5}, {"time_limit": 0.0},
+                                       {"stop_after_steps": 7, "checkpoint_every": 2}])
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path: Path, npz: Path, interrupt: dict) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    pretrain(config(straight, f"npz:{npz}"))
+    pretrain(config(split, f"npz:{npz}", **interrupt))
+    stopped = load_ckpt(split / "checkpoint.pt")["train_state"]
+    assert not stopped["finished"] and 0 < stopped["global_step"] < 10
+    pretrain(config(split, f"npz:{npz}", resume=True))
+    a, b = load_ckpt(straight / "checkpoint.pt"), load_ckpt(split / "checkpoint.pt")
+    for key in ("model", "optimizer", "counters", "epoch", "step_in_epoch", "global_step"):
+        if key == "counters":
+            a["train_state"][key].pop("wall_time_s"), b["train_state"][key].pop("wall_time_s")
+        assert_identical(a["train_state"][key], b["train_state"][key], key)
+    assert_identical(a["state_dict"], b["state_dict"])
+    assert_identical(load_ckpt(straight / "flow.pt")["state_dict"], load_ckpt(split / "flow.pt")["state_dict"])
+    untimed = [[{k: v for k, v in r.items() if k not in ("img_per_s", "wall_time_s")} for r in records]
+               for records in (metric_records(straight), metric_records(split))]
+    assert untimed[0] == untimed[1]
+
+
+@pytest.mark.parametrize("change", [{"batch_size": 4}, {"seed": 1}, {"image_size": 64}, {"ema": 0.0},
+                                    {"dataset": "other"}])
+def test_resume_with_different_settings_is_refused(tmp_path: Path, npz: Path, change: dict) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}", stop_after_steps=2))
+    changed = dict(change)
+    field = next(iter(changed))
+    if field == "dataset":
+        changed["dataset"] = f"npz:{write_npz(tmp_path / 'other.npz')}"
+    dataset = changed.pop("dataset", f"npz:{npz}")
+    with pytest.raises(CheckpointError, match=f"{field}: checkpoint"):
+        pretrain(config(out, dataset, resume=True, **changed))
+
+
+def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="drop --resume"):
+        pretrain(config(out, f"npz:{npz}", resume=True))
+    pretrain(config(out, f"npz:{npz}", epochs=1))
+    before = (out / "flow.pt").read_bytes()
+    with pytest.raises(FlowaugError, match="--resume"):
+        pretrain(config(out, f"npz:{npz}", epochs=1))
+    assert (out / "flow.pt").read_bytes() == before
+
+
+class _NanGradient(torch.autograd.Function):
+    """Identity forward, NaN gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("nan")
+
+
+def poison_losses(monkeypatch: pytest.MonkeyPatch, bad_calls, kind: str) -> None:
+    """Make ``DecoupledFlow.loss`` return NaN (kind "loss") or give NaN gradients (kind "grad") on bad calls."""
+    calls, original = itertools.count(), DecoupledFlow.loss
+
+    def loss(self, x, generator=None):
+        value = original(self, x, generator)
+        if next(calls) in bad_calls:
+            return value * float("nan") if kind == "loss" else _NanGradient.apply(value)
+        return value
+
+    monkeypatch.setattr(DecoupledFlow, "loss", loss)
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_non_finite_steps_are_skipped_without_an_update(tmp_path: Path, npz: Path, monkeypatch, kind: str) -> None:
+    poison_losses(monkeypatch, {0, 1}, kind)
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}", stop_after_steps=2))
+    state = load_ckpt(out / "checkpoint.pt")["train_state"]
+    assert state["counters"]["skipped_steps"] == 2 and state["counters"]["updates"] == 0
+    assert state["optimizer"]["state"] == {}
+    pretrain(config(out, f"npz:{npz}", resume=True))
+    final = load_ckpt(out / "checkpoint.pt")
+    assert final["train_state"]["counters"]["skipped_steps"] == 2
+    assert final["train_state"]["counters"]["updates"] == 8
+    assert all(torch.isfinite(t).all() for t in final["state_dict"].values() if t.is_floating_point())
+    assert metric_records(out)[-1]["skipped_steps"] == 2
+
+
+@pytest.mark.parametrize("kind", ["loss", "grad"])
+def test_consecutive_non_finite_steps_stop_the_run(tmp_path: Path, npz: Path, monkeypatch, kind: str) -> None:
+    poison_losses(monkeypatch, range(1, 100), kind)
+    with pytest.raises(TrainingDivergedError, match=r"3 consecutive steps.*--lr"):
+        pretrain(config(tmp_path / "run", f"npz:{npz}", max_consecutive_nonfinite=3))
+
+
+def test_amp_run_completes_with_finite_bits_per_dim(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}", epochs=1, amp=True))
+    assert math.isfinite(metric_records(out)[-1]["val_bpd"])
+
+
+def test_cli_trains_refuses_to_overwrite_and_resumes(tmp_path: Path, npz: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["pretrain", "--dataset", f"npz:{npz}", "--preset", "tiny", "--out", str(out), "--epochs", "1",
+            "--batch-size", "8", "--val-images", "4", "--threads", "1", "--ema", "0.9"]
+    assert main(args + ["--stop-after-steps", "2"]) == 0
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    assert f"flow weights: {out / 'flow.pt'}" in capsys.readouterr().out
+    ckpt = load_ckpt(out / "checkpoint.pt")
+    assert ckpt["train_state"]["finished"] and ckpt["train_state"]["pretrain_config"]["ema"] == 0.9
+    assert main(args[:-2] + ["--ema", "0.5", "--resume"]) == 2
+    assert "ema: checkpoint 0.9" in capsys.readouterr().err
