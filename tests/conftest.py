@@ -7,8 +7,13 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Tests use tiny models, where intra-op threads only add overhead, and several tests start
+# worker processes; one thread each keeps a 2-core CI machine from oversubscribing.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
