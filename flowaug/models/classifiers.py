@@ -1,0 +1,189 @@
+"""CIFAR classifiers (a fast small CNN and a CIFAR ResNet-18) and their checkpoints.
+
+Every classifier takes float images (B, 3, 32, 32) in [0, 1] on any device,
+normalises them internally with the CIFAR mean/std, and returns logits
+(B, num_classes).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from flowaug.errors import CheckpointError
+from flowaug.fileio import atomic_torch_save
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+CHECKPOINT_FORMAT = "flowaug-classifier"
+CHECKPOINT_VERSION = 1
+
+
+class Normalize(nn.Module):
+    """Subtract the CIFAR mean and divide by the std; buffers follow the model's device."""
+
+    def __init__(self, mean: tuple[float, ...] = CIFAR_MEAN, std: tuple[float, ...] = CIFAR_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_gelu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """3x3 conv (no bias) -> BatchNorm -> GELU, as a list of layers."""
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.GELU(),
+    ]
+
+
+class SmallCNN(nn.Module):
+    """An airbench-style CNN: a stem, then per width a conv, a 2x2 max-pool and a second conv.
+
+    With the default widths (32, 64, 128, stem 24) it has about 0.3M parameters
+    and ~25M multiply-adds per image: cheap enough for CPU training. The logits are
+    a linear layer over the global max-pooled features, divided by ``logit_scale``
+    as in airbench.
+    """
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24,
+                 logit_scale: float = 1 / 0.125) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(), *conv_bn_gelu(3, stem)]
+        channels = stem
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       nn.BatchNorm2d(width), nn.GELU(), *conv_bn_gelu(width, width)]
+            channels = width
+        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) / self.logit_scale
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet (He et al. 2016, as used on CIFAR): 3x3 stem, no max-pool, 4 stages."""
+
+    def __init__(self, num_classes: int = 10, blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2),
+                 widths: tuple[int, ...] = (64, 128, 256, 512)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(), nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        channels = widths[0]
+        for stage, (blocks, width) in enumerate(zip(blocks_per_stage, widths)):
+            for index in range(blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(BasicBlock(channels, width, stride))
+                channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
+    "small": lambda num_classes: SmallCNN(num_classes),
+    "resnet18": lambda num_classes: CifarResNet(num_classes),
+}
+
+
+def build_classifier(arch: str, num_classes: int) -> nn.Module:
+    """A fresh classifier ``arch`` (a key of :data:`CLASSIFIERS`) with ``num_classes`` logits."""
+    if arch not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(CLASSIFIERS)}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return CLASSIFIERS[arch](num_classes)
+
+
+def save_classifier(model: nn.Module, path: str | os.PathLike, arch: str, num_classes: int,
+                    meta: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights atomically as a ``flowaug-classifier`` v1 checkpoint.
+
+    ``meta`` must be JSON-serialisable; it is stored as plain data (str subclasses such as
+    ``torch.__version__`` become str) so the file loads with ``weights_only=True``.
+    """
+    if arch not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(CLASSIFIERS)}")
+    try:
+        meta = json.loads(json.dumps(meta or {}))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"classifier meta must be JSON-serialisable plain data: {error}") from error
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": arch,
+                       "num_classes": int(num_classes), "state_dict": state_dict, "meta": meta}, path)
+
+
+def read_classifier_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a classifier checkpoint dict; raise :class:`CheckpointError` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"classifier checkpoint {path} does not exist; check the path "
+                              "or train one with recipes/train_reference_classifier.py")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__}: {reason}); "
+                              "the file may be truncated or corrupt: re-download or re-train it") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} is not a flowaug classifier checkpoint (format {found!r}, "
+                              f"expected {CHECKPOINT_FORMAT!r}); save classifiers with save_classifier")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has classifier checkpoint version {checkpoint.get('version')!r}; "
+                              f"this flowaug reads version {CHECKPOINT_VERSION}")
+    if checkpoint.get("arch") not in CLASSIFIERS:
+        raise CheckpointError(f"{path} names unknown classifier arch {checkpoint.get('arch')!r}; "
+                              f"this flowaug knows {sorted(CLASSIFIERS)}")
+    return checkpoint
+
+
+def load_classifier(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the classifier saved at ``path`` (``weights_only=True``), in eval mode.
+
+    The checkpoint's ``meta`` dict is attached to the module as ``model.meta``.
+    Raises :class:`CheckpointError` for a missing, corrupt, foreign or mismatched file.
+    """
+    checkpoint = read_classifier_checkpoint(path, map_location)
+    model = build_classifier(checkpoint["arch"], checkpoint["num_classes"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: weights do not match a {checkpoint['arch']!r} classifier with "
+                              f"{checkpoint['num_classes']} classes: {error}") from error
+    model.meta = checkpoint.get("meta", {})
+    return model.eval()

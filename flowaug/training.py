@@ -1,0 +1,202 @@
+"""A small, reusable supervised training loop for CIFAR classifiers.
+
+The whole split lives on the training device as one tensor (uint8 NHWC or
+float NCHW); each batch is converted to float, augmented on the device with a
+seeded ``torch.Generator`` and fed to the model. No DataLoader, no workers:
+fast on a GPU and simple on a CPU.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from flowaug.data.base import to_float_chw
+
+
+class Augment(Protocol):
+    """A batch augmentation: float images (B, 3, H, W) in [0, 1], labels (B,) and a generator on the
+    images' device in; augmented images of the same shape, dtype and device out."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class CropFlip:
+    """Random crop after ``padding`` pixels of padding (``padding_mode`` "reflect" or "constant" = zeros)
+    and a horizontal flip with probability 0.5, drawn per sample from ``generator``."""
+
+    padding: int = 4
+    padding_mode: str = "reflect"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        batch, channels, height, width = images.shape
+        device = images.device
+        pad = self.padding
+        padded = F.pad(images, (pad, pad, pad, pad), mode=self.padding_mode)
+        dy = torch.randint(0, 2 * pad + 1, (batch, 1), generator=generator, device=device)
+        dx = torch.randint(0, 2 * pad + 1, (batch, 1), generator=generator, device=device)
+        flip = torch.rand(batch, 1, generator=generator, device=device) < 0.5
+        cols = torch.arange(width, device=device).expand(batch, width)
+        cols = torch.where(flip, width - 1 - cols, cols) + dx
+        rows = torch.arange(height, device=device).expand(batch, height) + dy
+        return padded[torch.arange(batch, device=device)[:, None, None, None],
+                      torch.arange(channels, device=device)[None, :, None, None],
+                      rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def to_float_images(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) in [0, 255] -> float32 (B, 3, H, W) in [0, 1]; float (B, 3, H, W) passes through."""
+    return to_float_chw(batch) if batch.dtype == torch.uint8 else batch.float()
+
+
+def as_image_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Check an image split and put it on ``device`` unchanged in dtype.
+
+    Accepts uint8 (N, H, W, 3) (the CIFAR array layout) or float (N, 3, H, W) in [0, 1].
+    """
+    tensor = torch.as_tensor(images)
+    if tensor.dtype == torch.uint8:
+        if tensor.ndim != 4 or tensor.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (N, H, W, 3), got shape {tuple(tensor.shape)}")
+    elif tensor.is_floating_point():
+        if tensor.ndim != 4 or tensor.shape[1] != 3:
+            raise ValueError(f"float images must be (N, 3, H, W), got shape {tuple(tensor.shape)}")
+        if not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
+            raise ValueError("float images must be finite and in [0, 1]")
+    else:
+        raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got dtype {tensor.dtype}")
+    return tensor.to(device)
+
+
+def as_label_tensor(labels: np.ndarray | torch.Tensor, count: int, device: torch.device | str) -> torch.Tensor:
+    """Check integer labels (count,) and return them as int64 on ``device``."""
+    tensor = torch.as_tensor(labels)
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got dtype {tensor.dtype}")
+    if tensor.shape != (count,):
+        raise ValueError(f"labels must have shape ({count},) to match the images, got {tuple(tensor.shape)}")
+    if count and tensor.min() < 0:
+        raise ValueError("labels must be non-negative")
+    return tensor.long().to(device)
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
+                                                            weight_decay=weight_decay),
+    "adam": lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+}
+
+
+def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
+    """Learning-rate multiplier: linear warm-up from 0.1 to 1 over ``warmup_fraction`` of the steps,
+    then linear decay to 0 at ``total_steps``."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def train_classifier(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 256,
+    lr: float = 0.2,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    augment: Augment | None = CropFlip(),
+    optimizer: str = "sgd",
+    warmup_fraction: float = 0.2,
+    label_smoothing: float = 0.0,
+    device: torch.device | str | None = None,
+    channels_last: bool = True,
+    amp: bool = False,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place with cross-entropy and return one record per epoch.
+
+    images: uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1], numpy or torch; held
+    whole on ``device`` (default: CUDA if available, else CPU). labels: int (N,).
+    Each epoch shuffles with a ``torch.Generator`` seeded from ``seed`` and drops the
+    last incomplete batch; ``augment`` (default random crop with 4-pixel reflect
+    padding + horizontal flip) runs on each float batch with the same generator.
+    ``optimizer`` is "sgd" (Nesterov, momentum 0.9) or "adam" (AdamW); the learning
+    rate follows :func:`one_cycle` per step. Same seed, same inputs, same device ->
+    same weights. ``amp`` runs forward and loss under bfloat16 autocast (for GPUs; no
+    gradient scaler is needed with bfloat16). The model ends in eval mode, contiguous memory format, on ``device``.
+    ``on_epoch_end(epoch, model)`` may return extra numbers (e.g. test
+    accuracy) that are merged into the epoch record; the model is in eval mode
+    during the call.
+
+    Record keys: epoch (1-based), loss, train_accuracy (percent, on augmented
+    batches), lr (at the end of the epoch), seconds, images_per_second.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    x_all = as_image_tensor(images, device)
+    y_all = as_label_tensor(labels, len(x_all), device)
+    steps_per_epoch = len(x_all) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(x_all)} images)")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = OPTIMIZERS[optimizer](params, lr, weight_decay)
+    total_steps = epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total_steps, warmup_fraction))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(x_all), generator=generator, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for step in bar:
+            index = order[step * batch_size:(step + 1) * batch_size]
+            x, y = to_float_images(x_all[index]), y_all[index]
+            if augment is not None:
+                x = augment(x, y, generator)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x.contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+            if progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds = time.perf_counter() - start
+        seen = steps_per_epoch * batch_size
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": loss_sum.item() / steps_per_epoch,
+            "train_accuracy": 100.0 * correct.item() / seen,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+        }
+        if on_epoch_end is not None:
+            model.eval()
+            record.update(on_epoch_end(epoch, model))
+        history.append(record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    model.to(memory_format=torch.contiguous_format).eval()
+    return history
