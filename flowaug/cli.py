@@ -13,6 +13,8 @@ SUBCOMMAND_MODULES = [
     "flowaug.data.check",
     "flowaug.pretraining.cli",
     "flowaug.data.make_cifar_c",
+    "flowaug.evaluation",
+    "flowaug.augmentation.grid",
 ]
 
 

@@ -151,3 +151,19 @@ def load_pretrained(name: str, map_location: str | torch.device = "cpu",
         raise ChecksumMismatchError(f"{path} has sha256 {digest}, but the registry expects {entry.sha256} "
                                     f"for {name!r}: the file is corrupt or was replaced; restore it")
     return LOADERS[entry.kind](path, map_location)
+
+
+def load_model(spec: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A model of ``kind`` ("flow" or "classifier") from a checkpoint path or a registry name.
+
+    An existing file path is loaded directly (no registry, no hash); anything else is looked
+    up with :func:`load_pretrained`, which must give a model of the requested kind.
+    """
+    if kind not in LOADERS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(LOADERS)}")
+    if Path(spec).is_file():
+        return LOADERS[kind](Path(spec), map_location)
+    registry = read_registry()
+    if str(spec) in registry and registry[str(spec)].kind != kind:
+        raise ValueError(f"pretrained weights {str(spec)!r} are a {registry[str(spec)].kind}, not a {kind}")
+    return load_pretrained(str(spec), map_location=map_location)

@@ -4,6 +4,8 @@ Same object, new colour cast / background tone, label unchanged.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,6 +13,7 @@ from torch import Tensor, nn
 from flowaug.augmentation.cache import LatentCache
 from flowaug.augmentation.params import DONORS, MODES, AugmentParams, draw_params
 from flowaug.flow import Latents
+from flowaug.pretrained import load_model
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -22,7 +25,8 @@ class FlowAug(nn.Module):
     """Semantic augmentation with a pretrained :class:`flowaug.DecoupledFlow`.
 
     Args:
-        flow: a registry name (see :func:`flowaug.available_pretrained`) or a ``DecoupledFlow``.
+        flow: a registry name (see :func:`flowaug.available_pretrained`), a checkpoint path or
+            a ``DecoupledFlow``.
         p: probability that each sample is augmented (independently per sample).
         mode: "swap" (nuisance code of another image of the batch), "prior" (a sample of
             the learned nuisance prior at ``temperature``) or "mix" (own and donor codes
@@ -65,10 +69,8 @@ class FlowAug(nn.Module):
         low, high = mix_range
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"mix_range must satisfy 0 <= low <= high <= 1, got {mix_range}")
-        if isinstance(flow, str):
-            from flowaug.pretrained import load_pretrained
-
-            flow = load_pretrained(flow)
+        if isinstance(flow, (str, os.PathLike)):
+            flow = load_model(flow, kind="flow")
         self.flow = flow.eval().requires_grad_(False)
         self.p, self.mode, self.temperature = p, mode, temperature
         self.mix_range, self.donor, self.resize = (float(low), float(high)), donor, resize
