@@ -302,3 +302,20 @@ def test_forward_is_the_training_loss(model, images):
     with torch.no_grad():
         assert torch.equal(model(images, torch.Generator().manual_seed(2)),
                            model.loss(images, torch.Generator().manual_seed(2)))
+
+
+def test_kl_weight_interpolates_between_reconstruction_and_elbo(model, images):
+    def loss(kl_weight: float) -> torch.Tensor:
+        with torch.no_grad():
+            return model.loss(images, torch.Generator().manual_seed(3), kl_weight=kl_weight)
+
+    elbo = model.bits_per_dim(images, torch.Generator().manual_seed(3)).mean()
+    torch.testing.assert_close(loss(1.0), elbo)
+    torch.testing.assert_close(loss(0.25), 0.75 * loss(0.0) + 0.25 * loss(1.0))
+    assert not torch.equal(loss(0.0), loss(1.0))
+
+
+def test_prior_samples_from_a_cpu_generator_match_on_any_model_device(model):
+    first = model.sample_nuisance(5, 0.7, torch.Generator().manual_seed(4))
+    second = model.sample_nuisance(5, 0.7, torch.Generator().manual_seed(4))
+    assert torch.equal(first, second) and first.shape == (5, model.config.nuisance_dim)

@@ -15,6 +15,7 @@ from flowaug.cli import main
 from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundError, FlowaugError
 from flowaug.flow import DecoupledFlow, Latents
 from flowaug.pretraining import PretrainConfig, TrainingDivergedError, load_pretrain_data, lr_at, pretrain
+from flowaug.pretraining.loop import kl_weight_at
 
 
 def write_npz(path: Path, n_train: int = 40, n_test: int | None = 8, size: int = 32, seed: int = 0) -> Path:
@@ -280,8 +281,8 @@ def poison_losses(monkeypatch: pytest.MonkeyPatch, bad_calls, kind: str) -> None
     """Make ``DecoupledFlow.loss`` return NaN (kind "loss") or give NaN gradients (kind "grad") on bad calls."""
     calls, original = itertools.count(), DecoupledFlow.loss
 
-    def loss(self, x, generator=None):
-        value = original(self, x, generator)
+    def loss(self, x, generator=None, kl_weight=1.0):
+        value = original(self, x, generator, kl_weight)
         if next(calls) in bad_calls:
             return value * float("nan") if kind == "loss" else _NanGradient.apply(value)
         return value
@@ -331,3 +332,9 @@ def test_cli_trains_refuses_to_overwrite_and_resumes(tmp_path: Path, npz: Path, 
     assert ckpt["train_state"]["finished"] and ckpt["train_state"]["pretrain_config"]["ema"] == 0.9
     assert main(args[:-2] + ["--ema", "0.5", "--resume"]) == 2
     assert "ema: checkpoint 0.9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("warmup, expected", [(0, [1.0, 1.0, 1.0]), (4, [0.0, 0.5, 1.0])])
+def test_kl_weight_ramps_linearly_over_warmup(warmup, expected):
+    cfg = PretrainConfig(dataset="cifar10", out="unused", kl_warmup_steps=warmup)
+    assert [kl_weight_at(step, cfg) for step in (0, 2, 10)] == expected

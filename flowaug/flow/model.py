@@ -158,12 +158,9 @@ class DecoupledFlow(nn.Module):
         self._to_latent(x - 0.5, g)
         self.initialized.fill_(True)
 
-    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Negative ELBO of each image in bits/dim, (B,) float32.
-
-        Uses uniform dequantisation ``(x*255 + u)/256`` and one sample g ~ q(g|x); all noise
-        is drawn from ``generator`` (on the data's device) when given.
-        """
+    def _negative_elbo_bits(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The two parts of the negative ELBO per image, in bits/dim, each (B,):
+        ``-log p(x|g)`` (with dequantisation) and the KL estimate ``log q(g|x) - log p(g)``."""
         self._check_images(x)
         self._check_generator(generator, x.device)
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -172,21 +169,36 @@ class DecoupledFlow(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=x.device, dtype=mean.dtype)
         g = mean + log_std.exp() * noise
         eps, log_det = self._to_latent(y, g)
-        log_px_given_g = standard_normal_log_prob(eps) + log_det
-        log_q = standard_normal_log_prob(noise) - log_std.sum(1)
-        elbo = log_px_given_g + self.prior.log_prob(g) - log_q
-        return -(elbo - self.num_dims * math.log(256)) / (self.num_dims * math.log(2))
+        log_px_given_g = standard_normal_log_prob(eps) + log_det - self.num_dims * math.log(256)
+        kl = standard_normal_log_prob(noise) - log_std.sum(1) - self.prior.log_prob(g)
+        to_bits = self.num_dims * math.log(2)
+        return -log_px_given_g / to_bits, kl / to_bits
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Training loss: mean of :meth:`bits_per_dim` over the batch (scalar)."""
+    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Negative ELBO of each image in bits/dim, (B,) float32.
+
+        Uses uniform dequantisation ``(x*255 + u)/256`` and one sample g ~ q(g|x); all noise
+        is drawn from ``generator`` (on the data's device) when given.
+        """
+        reconstruction, kl = self._negative_elbo_bits(x, generator)
+        return reconstruction + kl
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
+        """Training loss (scalar): batch mean of ``-log p(x|g) + kl_weight * KL`` in bits/dim.
+
+        ``kl_weight = 1`` is the negative ELBO (:meth:`bits_per_dim`). A weight ramped up from 0
+        early in training (KL warm-up, Bowman et al. 2016) keeps the flow from learning to
+        ignore the nuisance code before the code carries information (posterior collapse).
+        """
         if not bool(self.initialized):
             raise RuntimeError("DecoupledFlow.initialize(x) must be called on a fixed batch "
                                "before training (data-dependent ActNorm init)")
-        return self.bits_per_dim(x, generator).mean()
+        reconstruction, kl = self._negative_elbo_bits(x, generator)
+        return (reconstruction + kl_weight * kl).mean()
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
         """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
-        return self.loss(x, generator)
+        return self.loss(x, generator, kl_weight)
 
     def encode(self, x: Tensor) -> Latents:
         """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise."""

@@ -23,6 +23,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"], help="global batch size")
     p.add_argument("--lr", type=float, default=_DEFAULTS["lr"], help="peak learning rate (warmup, then cosine)")
     p.add_argument("--warmup-steps", type=int, default=_DEFAULTS["warmup_steps"])
+    p.add_argument("--kl-warmup-steps", type=int, default=_DEFAULTS["kl_warmup_steps"],
+                   help="ramp the KL weight from 0 to 1 over this many steps (against posterior collapse)")
     p.add_argument("--grad-clip", type=float, default=_DEFAULTS["grad_clip"], help="max gradient norm (0 = off)")
     p.add_argument("--ema", type=float, default=_DEFAULTS["ema"], metavar="DECAY",
                    help="EMA decay of the exported weights (0 = off)")

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -70,6 +69,10 @@ class PretrainConfig:
         batch_size: global batch per step (split across DDP ranks; must divide by the world size).
         lr: peak Adam learning rate; linear warmup over ``warmup_steps`` then cosine to 0 at the
             end of ``epochs``.
+        kl_warmup_steps: ramp the weight of the KL term of the loss linearly from 0 to 1 over
+            this many steps (0 = always 1), so the flow learns to use the nuisance code before
+            the KL term prices it; training losses logged during the ramp are below the
+            true bits/dim (validation always reports the true negative ELBO).
         grad_clip: max gradient norm (0 = no clipping).
         ema: EMA decay of the exported weights (0 = export the raw weights).
         hflip: random horizontal flips of training images.
@@ -96,6 +99,7 @@ class PretrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 200
+    kl_warmup_steps: int = 0
     grad_clip: float = 50.0
     ema: float = 0.999
     seed: int = 0
@@ -121,7 +125,7 @@ class PretrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise FlowaugError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoint_every", "grad_clip"):
+        for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip"):
             if getattr(self, name) < 0:
                 raise FlowaugError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -140,6 +144,11 @@ def lr_at(step: int, total_steps: int, cfg: PretrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def kl_weight_at(step: int, cfg: PretrainConfig) -> float:
+    """KL weight at global ``step``: linear from 0 to 1 over ``cfg.kl_warmup_steps`` (1 without warm-up)."""
+    return min(1.0, step / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
 
 
 def seeded_generator(device: torch.device | str, *words: int) -> torch.Generator:
@@ -193,17 +202,6 @@ class _Dist:
     def close(self) -> None:
         if self.owns_group:
             dist.destroy_process_group()
-
-
-class _LossModule(nn.Module):
-    """Makes ``flow.loss`` the forward of a module, so DDP can wrap it and sync gradients."""
-
-    def __init__(self, flow: DecoupledFlow) -> None:
-        super().__init__()
-        self.flow = flow
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.flow.loss(x, generator=generator)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -279,9 +277,9 @@ class _Run:
         self.last_val_bpd: float | None = None
         if ckpt is not None:
             self._restore(ckpt)
-        module = _LossModule(self.flow)
-        self.loss_module = module if dist_ctx.world_size == 1 else DistributedDataParallel(
-            module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # The flow's forward is its loss, so DDP wraps the flow itself and syncs its gradients.
+        self.loss_module = self.flow if dist_ctx.world_size == 1 else DistributedDataParallel(
+            self.flow, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.is_main:
             self._write_config()
             self._prepare_metrics(ckpt is not None)
@@ -368,7 +366,7 @@ class _Run:
         amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         autocast = torch.autocast(self.device.type, dtype=amp_dtype) if cfg.amp else nullcontext()
         with autocast:
-            loss = self.loss_module(x, noise)
+            loss = self.loss_module(x, noise, kl_weight_at(self.global_step, cfg))
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.grad_clip or math.inf)
@@ -411,7 +409,8 @@ class _Run:
         if self.global_step % self.cfg.log_every == 0:
             self._log({"kind": "step", "step": self.global_step, "epoch": epoch + 1,
                        "train_bpd": c["log_loss_sum"] / max(1, c["log_steps"]),
-                       "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": self._img_per_s("log"),
+                       "lr": self.optimizer.param_groups[0]["lr"], "kl_weight": kl_weight_at(self.global_step, self.cfg),
+                       "img_per_s": self._img_per_s("log"),
                        "skipped_steps": c["skipped_steps"], "wall_time_s": self._wall_time()})
             c["log_loss_sum"], c["log_steps"] = 0.0, 0
 
