@@ -1,0 +1,257 @@
+"""Quality and cost of a DecoupledFlow as an augmenter, against the targets of the DecoupledFlow issue.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/flow_quality.py --flow cifar10 --classifier cifar10-classifier
+
+``--flow`` and ``--classifier`` take a checkpoint path or a name of the pretrained registry
+(``flowaug.available_pretrained()``); ``--flow`` defaults to ``runs/flow-cpu-small/flow.pt`` when
+that run has finished, else to the registry entry "cifar10". Measured on the CIFAR-10 test split from ``--data-root``:
+
+- round trip: max |decode(encode(x)) - x| on the first ``--images`` test images;
+- test bits/dim (negative ELBO) over the first ``--bpd-images`` test images, one fixed generator;
+- for "swap", "prior" (each ``--temperatures``) and "mix", on the first ``--images`` test images
+  with donors from a seeded permutation without fixed points (``flowaug.quality``): label
+  preservation of the reference classifier, border-colour correlation with the donor and with
+  the original, structure retention, mean absolute change, finite fraction before any fallback;
+- cost: encode+decode of a batch of ``--cost-batch`` images versus one training step
+  (forward, backward, SGD step) of a fresh "small" classifier on the same batch, timed
+  alternately in the same process; the ratio is the portable number.
+
+Prints a target / measured / pass table, writes the JSON to ``--out`` and one PNG grid per mode
+beside it (``<out stem>_<mode>.png``: originals, donors, outputs). Exit code 0 when the run
+completed, whether or not the targets were met (see ``all_targets_met`` in the JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment, write_json
+
+from flowaug.errors import FlowaugError
+from flowaug.fileio import atomic_path
+from flowaug.flow import PRESETS, DecoupledFlow
+from flowaug.models.classifiers import build_classifier
+from flowaug.pretrained import load_model
+from flowaug.quality import SwapDecode, measure_decoded, round_trip_error, swap_decode
+
+GRID_COLUMNS = 10
+BPD_TARGETS = {"cpu-small": 3.15}  # preset -> max test bits/dim (issue 4)
+ROUND_TRIP_TARGET = 1e-4
+QUALITY_TARGETS: dict[str, tuple[str, float]] = {  # measure -> (comparison, bound), every mode
+    "label_preservation": (">=", 0.90),
+    "border_corr_donor": (">=", 0.75),
+    "border_corr_original": ("", math.nan),  # reported, no target
+    "structure_retention": (">=", 0.85),
+    "mean_abs_change": (">=", 0.05),
+    "finite_fraction": (">=", 0.999),
+}
+COMPARE: dict[str, Callable[[float, float], bool]] = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+
+
+def preset_of(flow: DecoupledFlow) -> str:
+    """The preset name whose config equals the flow's, else "custom"."""
+    return next((name for name, config in PRESETS.items() if config == flow.config), "custom")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def mean_bits_per_dim(flow: DecoupledFlow, images: Tensor, batch_size: int, seed: int) -> float:
+    """Mean bits/dim over ``images`` (N,3,S,S) with one CPU-seeded generator on the flow's device."""
+    device = flow.initialized.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    total = 0.0
+    for start in tqdm(range(0, images.shape[0], batch_size), desc="bits/dim", unit="batch"):
+        total += flow.bits_per_dim(images[start:start + batch_size].to(device), generator).double().sum().item()
+    return total / images.shape[0]
+
+
+def measure_cost(flow: DecoupledFlow, images: Tensor, labels: Tensor, repeats: int, seed: int) -> dict[str, Any]:
+    """Seconds per batch of encode+decode vs one "small" classifier training step, timed alternately."""
+    device = flow.initialized.device
+    x, y = images.to(device), labels.to(device)
+    torch.manual_seed(seed)
+    classifier = build_classifier("small", 10).to(device).train()
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def flow_step() -> None:
+        with torch.no_grad():
+            flow.decode(flow.encode(x))
+
+    def classifier_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(classifier(x), y).backward()
+        optimizer.step()
+
+    steps = {"flow_encode_decode": flow_step, "classifier_train_step": classifier_step}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for repeat in tqdm(range(repeats + 1), desc="cost", unit="round"):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if repeat:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "batch": x.shape[0], "repeats": repeats, "device": str(device),
+        "ratio_flow_to_classifier_step": seconds["flow_encode_decode"] / seconds["classifier_train_step"],
+        "this_machine_only": {
+            **{f"{name}_s_median": round(s, 4) for name, s in seconds.items()},
+            **{f"{name}_images_per_s": round(x.shape[0] / s, 1) for name, s in seconds.items()},
+            "all_times_s": {name: [round(t, 4) for t in values] for name, values in times.items()},
+        },
+    }
+
+
+def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
+    """A labelled PNG: one row of images (k,3,S,S) in [0,1] per (label, images) pair."""
+    images = torch.cat([row for _, row in rows]).cpu()
+    k, size = rows[0][1].shape[0], images.shape[-1]
+    grid = make_grid(images, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    fig = Figure(figsize=(0.55 * k + 0.9, 0.55 * len(rows) + 0.4))
+    ax = fig.subplots()
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=7)
+    ax.set_title(title, fontsize=7)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+def grid_rows(decoded: list[SwapDecode], images: Tensor) -> list[tuple[str, Tensor]]:
+    """Originals, then donors (swap, mix), then one output row per decode (one per temperature for prior)."""
+    k = min(GRID_COLUMNS, images.shape[0])
+    rows = [("original", images[:k])]
+    if decoded[0].mode != "prior":
+        rows.append(("donor", images[decoded[0].donor[:k]]))
+    for result in decoded:
+        label = "output" if result.temperature is None else f"output T={result.temperature:g}"
+        rows.append((label, result.output[:k]))
+    return rows
+
+
+def check(name: str, measured: float | None, comparison: str, bound: float) -> dict[str, Any]:
+    defined = measured is not None and not math.isnan(measured)
+    passed = COMPARE[comparison](measured, bound) if comparison and defined else None
+    return {"measure": name, "target": f"{comparison} {bound:g}" if comparison else None,
+            "measured": measured if defined else None, "pass": passed}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'measure':44s} {'target':>10s} {'measured':>12s}  pass")
+    for row in rows:
+        measured = "n/a" if row["measured"] is None else f"{row['measured']:.4g}"
+        verdict = {True: "yes", False: "NO", None: "-"}[row["pass"]]
+        print(f"{row['measure']:44s} {row['target'] or '-':>10s} {measured:>12s}  {verdict}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flow", default=default_flow(), help="flow checkpoint path or pretrained name")
+    parser.add_argument("--classifier", default="cifar10-classifier",
+                        help="classifier checkpoint path or pretrained name")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--images", type=int, default=1000, help="test images for round trip and swap measures")
+    parser.add_argument("--bpd-images", type=int, default=10000, help="test images for bits/dim")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
+    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--cost-batch", type=int, default=256)
+    parser.add_argument("--cost-repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "flow_quality.json")
+    args = parser.parse_args()
+    if args.images < 2 or args.bpd_images < 1 or args.cost_batch < 2:
+        parser.error("--images and --cost-batch need at least 2 images, --bpd-images at least 1")
+
+    device = torch.device(args.device)
+    load_start = os.getloadavg()[0]
+    started = time.time()
+    try:
+        flow = load_model(args.flow, "flow").to(device).eval()
+        classifier = load_model(args.classifier, "classifier").to(device).eval()
+        x, y, description = cifar10_test_batch(args.data_root, max(args.images, args.bpd_images, args.cost_batch))
+    except (FlowaugError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    images, labels = x[: args.images], y[: args.images]
+    preset = preset_of(flow)
+    print(f"{description}: {x.shape[0]} test images loaded; flow preset {preset}; device {device}; "
+          f"{torch.get_num_threads()} threads")
+
+    rows: list[dict[str, Any]] = []
+    round_trip = round_trip_error(flow, images, args.batch_size)
+    rows.append(check("round_trip_max_error", round_trip, "<=", ROUND_TRIP_TARGET))
+    bpd = mean_bits_per_dim(flow, x[: args.bpd_images], args.batch_size, args.seed)
+    bpd_target = BPD_TARGETS.get(preset)
+    rows.append(check("test_bits_per_dim", bpd, "<=" if bpd_target else "", bpd_target or math.nan))
+
+    runs = [{"mode": "swap"}, *({"mode": "prior", "temperature": t} for t in args.temperatures), {"mode": "mix"}]
+    quality: list[dict[str, Any]] = []
+    decoded_by_mode: dict[str, list[SwapDecode]] = {}
+    for run in tqdm(runs, desc="modes", unit="run"):
+        generator = torch.Generator().manual_seed(args.seed)
+        decoded = swap_decode(flow, images, **run, mix_range=tuple(args.mix_range), generator=generator,
+                              batch_size=args.batch_size)
+        result = measure_decoded(decoded, images, labels, classifier, batch_size=args.batch_size)
+        quality.append(result)
+        mode = decoded.mode
+        decoded_by_mode.setdefault(mode, []).append(decoded)
+        tag = mode if decoded.temperature is None else f"{mode}@T={decoded.temperature:g}"
+        rows += [check(f"{tag}: {name}", result[name], *target) for name, target in QUALITY_TARGETS.items()
+                 if not (mode == "prior" and name == "border_corr_donor")]
+
+    cost = measure_cost(flow, x[: args.cost_batch], y[: args.cost_batch], args.cost_repeats, args.seed)
+    rows.append(check("cost: encode+decode / classifier train step", cost["ratio_flow_to_classifier_step"],
+                      "", math.nan))
+    print_table(rows)
+
+    grids = {}
+    for mode, decoded in decoded_by_mode.items():
+        path = args.out.with_name(f"{args.out.stem}_{mode}.png")
+        save_grid(grid_rows(decoded, images), f"{mode}: {description}, flow {preset}", path)
+        grids[mode] = str(path)
+
+    checked = [row["pass"] for row in rows if row["pass"] is not None]
+    report = {
+        "benchmark": "flow_quality",
+        "data": description,
+        "command": command_line(),
+        "flow": {"source": args.flow, "preset": preset, "config": flow.config.to_dict(),
+                 "meta": getattr(flow, "meta", {})},
+        "classifier": {"source": args.classifier, "meta": getattr(classifier, "meta", {})},
+        "images": args.images, "bpd_images": args.bpd_images, "seed": args.seed,
+        "round_trip_max_error": round_trip, "test_bits_per_dim": bpd,
+        "quality": quality, "cost": cost, "targets": rows,
+        "all_targets_met": all(checked), "targets_checked": len(checked), "targets_met": sum(checked),
+        "grids": grids,
+        "environment": environment(device, load_start),
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    write_json(report, args.out)
+    print(f"\n{sum(checked)}/{len(checked)} targets met; wrote {args.out} and {len(grids)} grids")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

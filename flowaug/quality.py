@@ -1,0 +1,413 @@
+"""Measures of augmentation quality: does an augmented image keep its object and label while
+taking another image's colour and background? (docs/DESIGN.md, "Measuring augmentation quality")
+
+Every image argument is a float tensor (B, 3, H, W) with values in [0, 1], on any device; the
+batches compared by one function share shape and device. Inputs are validated: a wrong shape,
+dtype, a NaN/Inf value (except in :func:`finite_fraction`, which counts them) or a value
+outside [0, 1] raises ``ValueError``. Scalars come back as Python floats.
+
+Correlations are Pearson correlations. They are NaN where undefined because the *reference*
+(the original, or the donor) does not vary; a reference that varies against an output that does
+not (e.g. an output clamped flat) scores 0, i.e. nothing was retained or transferred.
+
+:func:`swap_decode` builds augmented images directly in latent space (``flow.encode`` ->
+new nuisance code -> ``flow.decode``), and :func:`swap_quality` measures them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowaug.flow.model import DecoupledFlow, Latents
+
+MODES = ("swap", "prior", "mix")
+REDUCTIONS = ("mean", "none")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grayscale weights
+FLAT_STD = 1e-6  # a reference whose std is below this is "constant" (correlation undefined)
+
+
+def _check_images(name: str, x: Tensor, allow_nonfinite: bool = False) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be float in [0, 1], got dtype {x.dtype} (convert uint8 with x.float() / 255)")
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (B, 3, H, W) with B >= 1, got {tuple(x.shape)}")
+    if allow_nonfinite:
+        return
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values; measure finiteness with finite_fraction "
+                         f"and replace non-finite images first")
+    low, high = x.min().item(), x.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] (clamp first)")
+
+
+def _check_same(reference_name: str, reference: Tensor, **others: Tensor) -> None:
+    _check_images(reference_name, reference)
+    for name, x in others.items():
+        _check_images(name, x)
+        if x.shape != reference.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but {reference_name} has "
+                             f"{tuple(reference.shape)}; they must match")
+        if x.device != reference.device:
+            raise ValueError(f"{name} is on {x.device} but {reference_name} is on {reference.device}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def _check_labels(labels: Tensor, n: int) -> None:
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+            or labels.shape != (n,):
+        found = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be an integer tensor of shape ({n},), got {found}")
+
+
+def correlation(reference: Tensor, measured: Tensor, dim: int = -1) -> Tensor:
+    """Pearson correlation of ``measured`` with ``reference`` along ``dim`` (float64 result).
+
+    Same-shape tensors; the result drops ``dim``. NaN where ``reference`` is constant
+    (std < :data:`FLAT_STD`); 0 where only ``measured`` is constant.
+    """
+    ref = reference.double() - reference.double().mean(dim, keepdim=True)
+    mea = measured.double() - measured.double().mean(dim, keepdim=True)
+    n = reference.shape[dim]
+    ref_norm, mea_norm = ref.norm(dim=dim), mea.norm(dim=dim)
+    flat = FLAT_STD * math.sqrt(n)
+    corr = (ref * mea).sum(dim) / (ref_norm * mea_norm).clamp_min(1e-300)
+    corr = torch.where(mea_norm > flat, corr, torch.zeros_like(corr))
+    return torch.where(ref_norm > flat, corr.clamp(-1, 1), torch.full_like(corr, math.nan))
+
+
+def border_colour(x: Tensor, width: int = 4) -> Tensor:
+    """Mean RGB of the outer ``width``-pixel ring of each image (the background proxy).
+
+    x: (B, 3, H, W) in [0, 1] with ``2 * width < min(H, W)``. Returns (B, 3) in [0, 1],
+    same device and dtype as ``x``.
+    """
+    _check_images("x", x)
+    height, wide = x.shape[-2:]
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1 or 2 * width >= min(height, wide):
+        raise ValueError(f"width must be an int with 1 <= width and 2 * width < {min(height, wide)} "
+                         f"(image size {height}x{wide}), got {width!r}")
+    ring = torch.ones(height, wide, dtype=torch.bool, device=x.device)
+    ring[width:height - width, width:wide - width] = False
+    return x[:, :, ring].mean(dim=-1)
+
+
+def nuisance_transfer(output: Tensor, original: Tensor, donor: Tensor, width: int = 4) -> dict[str, float]:
+    """How far the output's border colour moved from its original's to its donor's.
+
+    output, original, donor: (B, 3, H, W) in [0, 1]; ``donor[i]`` is the image whose nuisance
+    code ``output[i]`` received. B >= 2 (the correlations run across images).
+
+    Returns:
+        corr_donor / corr_original: Pearson correlation across the B images of the output's
+            border colour with the donor's / the original's, computed per RGB channel and
+            averaged over the 3 channels (NaN if the reference's border colour is constant).
+        shift_toward_donor: pooled projection ``sum_i <o_i - a_i, d_i - a_i> / sum_i |d_i - a_i|^2``
+            of the border-colour change onto the original->donor direction (0: unchanged,
+            1: the donor's border colour reached; o, a, d = output, original, donor border colours).
+        distance_to_donor_before / distance_to_donor_after: mean Euclidean RGB distance of the
+            original's / the output's border colour to the donor's.
+    """
+    _check_same("output", output, original=original, donor=donor)
+    if output.shape[0] < 2:
+        raise ValueError("nuisance_transfer needs at least 2 images (correlations run across images)")
+    out, orig, don = (border_colour(x, width).double() for x in (output, original, donor))
+    direction = don - orig
+    squared = direction.pow(2).sum()
+    shift = ((out - orig) * direction).sum() / squared if squared > 0 else torch.tensor(math.nan)
+    return {
+        "corr_donor": correlation(don, out, dim=0).mean().item(),
+        "corr_original": correlation(orig, out, dim=0).mean().item(),
+        "shift_toward_donor": shift.item(),
+        "distance_to_donor_before": direction.norm(dim=1).mean().item(),
+        "distance_to_donor_after": (out - don).norm(dim=1).mean().item(),
+    }
+
+
+def gradient_magnitude(x: Tensor) -> Tensor:
+    """Sobel gradient magnitude of the grayscale (BT.601 luma) image: (B,3,H,W) -> (B,H,W).
+
+    Borders use replicate padding. No input validation (internal helper of the measures).
+    """
+    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    gray = F.pad((x * luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)
+    return F.conv2d(gray, kernels).pow(2).sum(1).sqrt()
+
+
+def structure_retention(output: Tensor, original: Tensor, centre: int = 16,
+                        reduction: str = "mean") -> float | Tensor:
+    """Correlation of the grayscale Sobel gradient-magnitude maps of the central region.
+
+    output, original: (B, 3, H, W) in [0, 1]. The gradient maps are computed on the whole image
+    and cropped to the central ``centre`` x ``centre`` pixels (the object), then correlated per
+    image. A global brightness or colour change keeps the gradient map and scores ~1;
+    scrambling the object scores ~0. NaN for an image whose original centre is flat.
+
+    reduction: "mean" -> float, the mean over images with a defined value (NaN if none);
+    "none" -> (B,) float64 tensor on the inputs' device.
+    """
+    _check_same("output", output, original=original)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
+    height, wide = output.shape[-2:]
+    if isinstance(centre, bool) or not isinstance(centre, int) or not 2 <= centre <= min(height, wide):
+        raise ValueError(f"centre must be an int in [2, {min(height, wide)}] (image size {height}x{wide}), "
+                         f"got {centre!r}")
+    top, left = (height - centre) // 2, (wide - centre) // 2
+    maps = [gradient_magnitude(x)[:, top:top + centre, left:left + centre].flatten(1) for x in (original, output)]
+    per_image = correlation(*maps, dim=1)
+    if reduction == "none":
+        return per_image
+    defined = per_image[~per_image.isnan()]
+    return defined.mean().item() if defined.numel() else math.nan
+
+
+def mean_abs_change(output: Tensor, original: Tensor) -> float:
+    """Mean absolute pixel difference over all images, channels and pixels (in [0, 1])."""
+    _check_same("output", output, original=original)
+    return (output.double() - original.double()).abs().mean().item()
+
+
+def _finite_images(x: Tensor) -> Tensor:
+    """(B, ...) -> (B,) bool: whether each image's values are all finite."""
+    return torch.isfinite(x).flatten(1).all(1)
+
+
+def finite_fraction(x: Tensor) -> float:
+    """Fraction of the B images (B, 3, H, W) whose values are all finite (NaN/Inf allowed in x)."""
+    _check_images("x", x, allow_nonfinite=True)
+    return _finite_images(x).double().mean().item()
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def _accuracy(classifier: nn.Module, x: Tensor, labels: Tensor, batch_size: int) -> float:
+    device = _device_of(classifier)
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        logits = classifier(x[start:start + batch_size].to(device))
+        if logits.dim() != 2:
+            raise ValueError(f"classifier must return logits (B, num_classes), got shape {tuple(logits.shape)}")
+        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size].cpu()).sum().item()
+    return correct / x.shape[0]
+
+
+def label_preservation(classifier: nn.Module, output: Tensor, original: Tensor, labels: Tensor,
+                       batch_size: int = 256) -> dict[str, float]:
+    """Accuracy of a fixed classifier on augmented images relative to clean ones.
+
+    classifier: maps float images (b, 3, H, W) in [0, 1] to logits (b, C); run in eval mode
+    on its own device (its train/eval state is restored afterwards). output, original:
+    (B, 3, H, W) in [0, 1]; labels: (B,) integer class ids.
+
+    Returns accuracy_clean and accuracy_augmented (fractions in [0, 1]) and
+    label_preservation = accuracy_augmented / accuracy_clean (NaN if accuracy_clean is 0).
+    """
+    _check_same("output", output, original=original)
+    _check_batch_size(batch_size)
+    _check_labels(labels, output.shape[0])
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        clean = _accuracy(classifier, original, labels, batch_size)
+        augmented = _accuracy(classifier, output, labels, batch_size)
+    finally:
+        classifier.train(was_training)
+    return {"accuracy_clean": clean, "accuracy_augmented": augmented,
+            "label_preservation": augmented / clean if clean > 0 else math.nan}
+
+
+@torch.no_grad()
+def _encode_all(flow: DecoupledFlow, x: Tensor, batch_size: int) -> Latents:
+    device = flow.initialized.device
+    codes = [flow.encode(x[start:start + batch_size].to(device)) for start in range(0, x.shape[0], batch_size)]
+    return Latents(torch.cat([c.semantic for c in codes]), torch.cat([c.nuisance for c in codes]))
+
+
+@torch.no_grad()
+def _decode_all(flow: DecoupledFlow, latents: Latents, batch_size: int) -> Tensor:
+    semantic, nuisance = latents
+    return torch.cat([flow.decode(Latents(semantic[start:start + batch_size], nuisance[start:start + batch_size]))
+                      for start in range(0, semantic.shape[0], batch_size)])
+
+
+def round_trip_error(flow: DecoupledFlow, x: Tensor, batch_size: int = 256) -> float:
+    """max |decode(encode(x)) - x| over all images and pixels (inf if a decode is non-finite).
+
+    x: (B, 3, S, S) in [0, 1] on any device (moved batch-wise to the flow's device).
+    """
+    _check_images("x", x)
+    _check_batch_size(batch_size)
+    decoded = _decode_all(flow, _encode_all(flow, x, batch_size), batch_size).to(x.device)
+    if not torch.isfinite(decoded).all():
+        return math.inf
+    return (decoded.double() - x.double()).abs().max().item()
+
+
+def derangement(n: int, generator: torch.Generator) -> Tensor:
+    """A random permutation of range(n) without fixed points, (n,) int64 on the CPU; n >= 2.
+
+    Built as one random cycle (each image's donor is the next image of a shuffled order), so
+    every image is a donor exactly once. ``generator`` is a CPU ``torch.Generator``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"a permutation without fixed points needs n >= 2 images, got {n!r}")
+    order = torch.randperm(n, generator=generator)
+    donor = torch.empty(n, dtype=torch.int64)
+    donor[order] = order.roll(-1)
+    return donor
+
+
+@dataclass(frozen=True)
+class SwapDecode:
+    """Augmented images built in latent space, and how they were built (all CPU tensors).
+
+    output: (N, 3, S, S) float32 in [0, 1]: decodes clamped to [0, 1]; a non-finite decode is
+        replaced by its original image.
+    donor: (N,) int64, the index of the image whose nuisance code image i received (swap, mix),
+        or -1 (prior).
+    mix_weight: (N,) float32, the donor code's weight (1 for swap, 0 for prior).
+    finite: (N,) bool, whether each raw decode was finite BEFORE the fallback.
+    mode: "swap", "prior" or "mix"; temperature: the prior temperature (prior mode), else None.
+    """
+
+    output: Tensor
+    donor: Tensor
+    mix_weight: Tensor
+    finite: Tensor
+    mode: str
+    temperature: float | None
+
+
+def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from the CPU ``generator`` (device-independent draws)."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@torch.no_grad()
+def swap_decode(flow: DecoupledFlow, images: Tensor, *, mode: str = "swap", temperature: float = 0.7,
+                mix_range: tuple[float, float] = (0.5, 1.0), generator: torch.Generator,
+                batch_size: int = 256) -> SwapDecode:
+    """Give every image a new nuisance code and decode it.
+
+    images: (N, 3, S, S) float in [0, 1] on any device (processed batch-wise on the flow's
+    device; N >= 2 for swap and mix). Donors are a random permutation without fixed points
+    (:func:`derangement`). Modes: "swap" (the donor's code), "prior" (a sample of the flow's
+    prior at ``temperature``), "mix" ((1 - w) * own + w * donor's code, w ~ U(mix_range) per
+    image). All randomness comes from ``generator`` (a CPU ``torch.Generator``), so a seed gives
+    the same result on every device.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError("generator must be a CPU torch.Generator (e.g. torch.Generator().manual_seed(0))")
+    low, high = mix_range
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"mix_range must satisfy 0 <= low <= high <= 1, got {mix_range!r}")
+    _check_images("images", images)
+    _check_batch_size(batch_size)
+    n, device = images.shape[0], flow.initialized.device
+    if mode == "prior":
+        donor = torch.full((n,), -1, dtype=torch.int64)
+        weight = torch.zeros(n)
+    else:
+        donor = derangement(n, generator)
+        weight = torch.ones(n) if mode == "swap" else low + (high - low) * torch.rand(n, generator=generator)
+    semantic, own = _encode_all(flow, images, batch_size)
+    if mode == "prior":
+        nuisance = flow.sample_nuisance(n, temperature, _device_generator(generator, device))
+    else:
+        w = weight.to(device).unsqueeze(1)
+        nuisance = (1 - w) * own + w * own[donor.to(device)]
+    raw = _decode_all(flow, Latents(semantic, nuisance), batch_size).cpu()
+    finite = _finite_images(raw)
+    fallback = images.detach().cpu().to(raw.dtype)
+    output = torch.where(finite.view(-1, 1, 1, 1), raw.clamp(0, 1), fallback)
+    return SwapDecode(output=output, donor=donor, mix_weight=weight, finite=finite, mode=mode,
+                      temperature=temperature if mode == "prior" else None)
+
+
+def augmentation_quality(output: Tensor, original: Tensor, labels: Tensor, classifier: nn.Module, *,
+                         donor: Tensor | None = None, width: int = 4, centre: int = 16,
+                         batch_size: int = 256) -> dict[str, float | None]:
+    """All image-level measures of one augmented batch, as a flat dict.
+
+    output, original: (B, 3, H, W) in [0, 1] (non-finite outputs already replaced); labels (B,)
+    class ids; donor: (B, 3, H, W) images whose nuisance the outputs received, or None (prior
+    sampling: no donor, the donor keys are None). Keys: accuracy_clean, accuracy_augmented,
+    label_preservation, structure_retention, mean_abs_change, border_corr_original,
+    border_corr_donor, border_shift_toward_donor, border_distance_to_donor_before/_after.
+    """
+    result: dict[str, float | None] = dict(label_preservation(classifier, output, original, labels, batch_size))
+    result["structure_retention"] = structure_retention(output, original, centre)
+    result["mean_abs_change"] = mean_abs_change(output, original)
+    if donor is None:
+        result["border_corr_original"] = correlation(border_colour(original, width), border_colour(output, width),
+                                                     dim=0).mean().item()
+        result.update(border_corr_donor=None, border_shift_toward_donor=None,
+                      border_distance_to_donor_before=None, border_distance_to_donor_after=None)
+    else:
+        transfer = nuisance_transfer(output, original, donor, width)
+        result["border_corr_original"] = transfer["corr_original"]
+        result["border_corr_donor"] = transfer["corr_donor"]
+        result["border_shift_toward_donor"] = transfer["shift_toward_donor"]
+        result["border_distance_to_donor_before"] = transfer["distance_to_donor_before"]
+        result["border_distance_to_donor_after"] = transfer["distance_to_donor_after"]
+    return result
+
+
+def measure_decoded(decoded: SwapDecode, images: Tensor, labels: Tensor, classifier: nn.Module, *,
+                    width: int = 4, centre: int = 16, batch_size: int = 256) -> dict[str, float | int | str | None]:
+    """Measure the images of :func:`swap_decode` against their originals ``images`` (N, 3, S, S).
+
+    Returns the :func:`augmentation_quality` keys plus mode, temperature (prior only, else
+    None), images (N), finite_fraction (of the raw decodes, before the fallback) and
+    nonfinite_replaced (how many outputs fell back to their original).
+    """
+    _check_images("images", images)
+    _check_labels(labels, images.shape[0])
+    if decoded.output.shape != images.shape:
+        raise ValueError(f"decoded outputs have shape {tuple(decoded.output.shape)} but images have "
+                         f"{tuple(images.shape)}; pass the images that were decoded")
+    original = images.detach().cpu().float()
+    donor = None if decoded.mode == "prior" else original[decoded.donor]
+    measures = augmentation_quality(decoded.output, original, labels, classifier, donor=donor,
+                                    width=width, centre=centre, batch_size=batch_size)
+    return {"mode": decoded.mode, "temperature": decoded.temperature, "images": images.shape[0],
+            "finite_fraction": decoded.finite.double().mean().item(),
+            "nonfinite_replaced": int((~decoded.finite).sum()), **measures}
+
+
+def swap_quality(flow: DecoupledFlow, images: Tensor, labels: Tensor, classifier: nn.Module, *,
+                 mode: str = "swap", temperature: float = 0.7, mix_range: tuple[float, float] = (0.5, 1.0),
+                 generator: torch.Generator, batch_size: int = 256, width: int = 4,
+                 centre: int = 16) -> dict[str, float | int | str | None]:
+    """Augment ``images`` in latent space (:func:`swap_decode`) and measure them (:func:`measure_decoded`).
+
+    images: (N, 3, S, S) float in [0, 1]; labels: (N,) class ids; classifier: a fixed reference
+    classifier (float [0, 1] images -> logits). Deterministic for a given generator state.
+    """
+    _check_images("images", images)
+    _check_labels(labels, images.shape[0])
+    decoded = swap_decode(flow, images, mode=mode, temperature=temperature, mix_range=mix_range,
+                          generator=generator, batch_size=batch_size)
+    return measure_decoded(decoded, images, labels, classifier, width=width, centre=centre, batch_size=batch_size)
