@@ -231,10 +231,10 @@ def _headline(entry: dict[str, Any]) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``flowaug evaluate``: load a checkpoint, evaluate, write report.json and PNG plots to ``--out``."""
-    from flowaug.models.classifiers import load_classifier
     from flowaug.plots import write_report_plots
+    from flowaug.pretrained import load_model
 
-    model = load_classifier(args.checkpoint)
+    model = load_model(args.checkpoint, kind="classifier")
     report = evaluate(model, args.suites, args.data_root, dataset=args.dataset, batch_size=args.batch_size,
                       device=args.device, corruptions=args.corruptions, severities=args.severities,
                       limit=args.limit, c_dir=args.c_dir)
@@ -252,7 +252,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``flowaug evaluate``."""
     parser = subparsers.add_parser("evaluate", help="evaluate a classifier checkpoint on clean/B/C/10.1 suites",
                                    description=run_cli.__doc__)
-    parser.add_argument("--checkpoint", required=True, type=Path, help="classifier checkpoint (save_classifier)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="classifier checkpoint (save_classifier) or registry name, e.g. cifar10-classifier")
     parser.add_argument("--suites", nargs="+", default=["clean", "cifar10b"], choices=list(SUITES))
     parser.add_argument("--data-root", default=None, help="data root (default: $FLOWAUG_DATA)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for report.json and PNGs")
