@@ -33,18 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment,
-                    write_json)
+                    save_grid, write_json)
 
 from flowaug.augmentation import FlowAug
 from flowaug.augmentation.params import draw_params
 from flowaug.errors import FlowaugError
-from flowaug.fileio import atomic_path
 from flowaug.flow import Latents
 from flowaug.pretrained import load_model
 from flowaug.quality import augmentation_quality, border_colour
@@ -167,21 +164,6 @@ def grid_rows(flow: nn.Module, images: Tensor, mode: str, temperatures: list[flo
         label = f"T={temperature:g}" if mode == "prior" else mode
         rows += [(f"{label} #{i + 1}", aug(batch)[:k].cpu()) for i in range(count)]
     return rows
-
-
-def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
-    """A PNG with one labelled row of images (k,3,S,S) in [0,1] per (label, images) pair."""
-    images = torch.cat([row for _, row in rows])
-    k, size = rows[0][1].shape[0], images.shape[-1]
-    grid = make_grid(images, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    fig = Figure(figsize=(0.6 * k + 1.0, 0.6 * len(rows) + 0.5))
-    ax = fig.subplots()
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=7)
-    ax.set_title(title, fontsize=7)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
 def print_table(results: list[dict[str, Any]]) -> None:

@@ -34,15 +34,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment, write_json
+from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment, save_grid, write_json
 
 from flowaug.errors import FlowaugError
-from flowaug.fileio import atomic_path
 from flowaug.flow import PRESETS, DecoupledFlow
 from flowaug.models.classifiers import build_classifier
 from flowaug.pretrained import load_model
@@ -120,21 +117,6 @@ def measure_cost(flow: DecoupledFlow, images: Tensor, labels: Tensor, repeats: i
             "all_times_s": {name: [round(t, 4) for t in values] for name, values in times.items()},
         },
     }
-
-
-def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
-    """A labelled PNG: one row of images (k,3,S,S) in [0,1] per (label, images) pair."""
-    images = torch.cat([row for _, row in rows]).cpu()
-    k, size = rows[0][1].shape[0], images.shape[-1]
-    grid = make_grid(images, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    fig = Figure(figsize=(0.55 * k + 0.9, 0.55 * len(rows) + 0.4))
-    ax = fig.subplots()
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=7)
-    ax.set_title(title, fontsize=7)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
 def grid_rows(decoded: list[SwapDecode], images: Tensor) -> list[tuple[str, Tensor]]:

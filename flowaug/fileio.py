@@ -11,6 +11,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from flowaug.errors import CheckpointError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -67,3 +69,29 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike, format_tag: str, version: int, what: str,
+                    map_location: Any = "cpu", missing_hint: str = "check the path") -> dict[str, Any]:
+    """Load a flowaug checkpoint dict with ``weights_only=True`` and check its format tag and version.
+
+    ``what`` names the kind of checkpoint in messages (e.g. "flow", "classifier").
+    Raises :class:`flowaug.errors.CheckpointError` for a missing, unreadable (truncated,
+    corrupt, foreign) file, a wrong ``format`` tag or an unsupported ``version``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} checkpoint {path} does not exist; {missing_hint}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__}: {reason}); "
+                              "the file may be truncated or corrupt") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != format_tag:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} is not a flowaug {what} checkpoint (format {found!r}, expected {format_tag!r})")
+    if checkpoint.get("version") != version:
+        raise CheckpointError(f"{path} has {what} checkpoint version {checkpoint.get('version')!r}; "
+                              f"this flowaug reads version {version}")
+    return checkpoint

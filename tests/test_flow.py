@@ -267,7 +267,7 @@ def _write_checkpoint(model: DecoupledFlow, path, case: str) -> None:
 
 @pytest.mark.parametrize("case, match", [
     ("not a torch file", "not a readable torch checkpoint"),
-    ("wrong format", "not a DecoupledFlow checkpoint"),
+    ("wrong format", "not a flowaug flow checkpoint"),
     ("wrong version", "version 99"),
     ("unknown config key", "colour"),
     ("config mismatch", "do not form a valid"),

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from flowaug.errors import CheckpointError
-from flowaug.fileio import atomic_torch_save
+from flowaug.fileio import atomic_torch_save, read_checkpoint
 from flowaug.flow.config import FlowConfig
 from flowaug.flow.layers import ActNorm, AffineCoupling, ContextAffine, FlowStep, SplitPriorNet
 from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
@@ -252,20 +252,7 @@ class DecoupledFlow(nn.Module):
         Raises :class:`~flowaug.errors.CheckpointError` for a missing or unreadable file, a wrong
         format or version, an invalid config, or a state dict that does not fit the config.
         """
-        if not os.path.isfile(path):
-            raise CheckpointError(f"flow checkpoint {os.fspath(path)!r} does not exist")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as error:
-            raise CheckpointError(f"{os.fspath(path)!r} is not a readable torch checkpoint "
-                                  f"({type(error).__name__}: {str(error)[:200]})") from error
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise CheckpointError(f"{os.fspath(path)!r} is not a DecoupledFlow checkpoint "
-                                  f"(format {found!r}, expected {CHECKPOINT_FORMAT!r})")
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{os.fspath(path)!r} has checkpoint version {ckpt.get('version')!r}; "
-                                  f"this flowaug reads version {CHECKPOINT_VERSION}")
+        ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "flow", map_location)
         try:
             config = FlowConfig.from_dict(ckpt["config"])
             model = cls(config)

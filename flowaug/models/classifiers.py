@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from flowaug.errors import CheckpointError
-from flowaug.fileio import atomic_torch_save
+from flowaug.fileio import atomic_torch_save, read_checkpoint
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -150,22 +150,8 @@ def save_classifier(model: nn.Module, path: str | os.PathLike, arch: str, num_cl
 def read_classifier_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a classifier checkpoint dict; raise :class:`CheckpointError` if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"classifier checkpoint {path} does not exist; check the path "
-                              "or train one with recipes/train_reference_classifier.py")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__}: {reason}); "
-                              "the file may be truncated or corrupt: re-download or re-train it") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not a flowaug classifier checkpoint (format {found!r}, "
-                              f"expected {CHECKPOINT_FORMAT!r}); save classifiers with save_classifier")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has classifier checkpoint version {checkpoint.get('version')!r}; "
-                              f"this flowaug reads version {CHECKPOINT_VERSION}")
+    checkpoint = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "classifier", map_location,
+                                 missing_hint="check the path or train one with recipes/train_reference_classifier.py")
     if checkpoint.get("arch") not in CLASSIFIERS:
         raise CheckpointError(f"{path} names unknown classifier arch {checkpoint.get('arch')!r}; "
                               f"this flowaug knows {sorted(CLASSIFIERS)}")

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from flowaug.data.base import to_float_chw
 from flowaug.errors import CheckpointError, FlowaugError
-from flowaug.fileio import atomic_torch_save, atomic_write_text
+from flowaug.fileio import atomic_torch_save, atomic_write_text, read_checkpoint
 from flowaug.flow import DecoupledFlow, FlowConfig, get_preset, save_flow
 from flowaug.flow.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from flowaug.pretraining.datasets import load_pretrain_data
@@ -205,14 +205,10 @@ class _Dist:
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many types for truncated/foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}; it is corrupt or not a "
-                              f"flowaug checkpoint (start a new --out)") from error
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "train_state" not in ckpt:
-        raise CheckpointError(f"{path} is not a flowaug pretraining checkpoint (no train_state); "
-                              f"start a new --out")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "flow", device)
+    if "train_state" not in ckpt:
+        raise CheckpointError(f"{path} is an exported flow without training state (no train_state); "
+                              f"it cannot be resumed: start a new --out")
     return ckpt
 
 
