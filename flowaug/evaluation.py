@@ -30,7 +30,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowaug.data import ALL_CORRUPTIONS, CIFAR10, CIFAR10_1, CIFAR100, CIFAR100B, CIFAR10B, CIFARC, ArrayDataset
-from flowaug.data.cifar_c import C_DIRS, SEVERITIES
+from flowaug.data.cifar_c import C_DIRS, SEVERITIES, cifar_c_dir
+from flowaug.errors import DatasetNotFoundError
 from flowaug.fileio import atomic_write_text
 from flowaug.metrics import corruption_summary, macro_std, shift_gap, subgroup_metrics
 from flowaug.training import to_float_images
@@ -152,6 +153,21 @@ SUITES: dict[str, Suite] = {
 RUNNERS = {"clean": _clean, "subgroups": _subgroups, "corruptions": _corruptions}
 
 
+def _check_files_exist(suites: tuple[str, ...], ctx: EvalContext, dataset: str) -> None:
+    """Fail before any model work when a requested CIFAR-C or CIFAR-10.1 file is missing."""
+    for name in suites:
+        suite = SUITES[name]
+        if suite.kind == "corruptions":
+            folder = Path(ctx.c_dir) if ctx.c_dir is not None else cifar_c_dir(suite.dataset, ctx.data_root)
+            missing = [f"{c}.npy" for c in (*ctx.corruptions, "labels") if not (folder / f"{c}.npy").is_file()]
+            if missing:
+                raise DatasetNotFoundError(
+                    f"suite {name!r}: {folder} lacks {', '.join(missing)}; download {C_DIRS[suite.dataset]} or "
+                    f"generate it with `flowaug make-cifar-c --dataset {suite.dataset} --out {folder}`")
+        elif suite.kind == "shift":
+            CIFAR10_1(ctx.data_root, version="v6")
+
+
 def evaluate(
     model: nn.Module,
     suites: Iterable[str] = ("clean", "cifar10b"),
@@ -196,6 +212,7 @@ def evaluate(
     ctx = EvalContext(data_root, batch_size,
                       torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")),
                       corruptions, severities, limit, c_dir, progress)
+    _check_files_exist(suites, ctx, dataset)
     report: dict[str, Any] = {"dataset": dataset, "limit": limit, "suites": {}}
 
     def clean_cifar10() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from flowaug.cli import main
 from flowaug.data import load_subgroups
+from flowaug.errors import DatasetNotFoundError
 from flowaug.evaluation import SUITES, evaluate
 from flowaug.metrics import macro_std, subgroup_metrics
 from flowaug.models import build_classifier, load_classifier, save_classifier
@@ -180,3 +181,15 @@ def test_cli_reports_missing_data_as_one_line_error(data_root, tmp_path, capsys)
     assert code == 2
     assert "CIFAR-100 test split not found" in capsys.readouterr().err
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_missing_corruption_file_fails_before_any_suite_runs(data_root, monkeypatch):
+    import flowaug.evaluation as evaluation
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a suite ran although a requested file is missing")
+
+    monkeypatch.setattr(evaluation, "predict", must_not_run)
+    with pytest.raises(DatasetNotFoundError, match="lacks snow.npy, labels.npy"):
+        evaluate(PlantedModel(), ["clean", "cifar10c"], data_root, corruptions=["snow"],
+                 c_dir=data_root / "nowhere", progress=False)

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flowaug.data.cifar import load_cifar
-from flowaug.data.cifar_c import ALL_CORRUPTIONS, SEVERITIES
+from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
 from flowaug.data.corruptions import default_frost_dir, get_corruption, load_frost_textures
 from flowaug.data.paths import resolve_data_root
 from flowaug.errors import DataFormatError, FlowaugError
@@ -40,7 +40,7 @@ from flowaug.fileio import atomic_numpy_save, atomic_write_text
 
 BATCH_SIZE = 1000  # images per corruption call; fixed so results do not depend on the machine
 PARTIAL_DIR = ".partial"
-MANIFEST = "make_cifar_c.json"
+MANIFEST = GENERATED_MANIFEST
 _WORKER_STATE: dict[str, object] = {}
 
 
