@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment,
+from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, DEFAULT_FLOW, environment,
                     write_json)
 
 from flowaug.augmentation import FlowAug
@@ -60,7 +60,7 @@ TARGET_CACHED_TO_RESNET18 = 0.5
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default=default_flow(),
+    parser.add_argument("--flow", default=DEFAULT_FLOW,
                         help="flow checkpoint path or registry name (default: runs/flow-cpu-small/flow.pt "
                              "if it exists, else the registry's cifar10)")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment,
+from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, DEFAULT_FLOW, environment,
                     save_grid, write_json)
 
 from flowaug.augmentation import FlowAug
@@ -54,7 +54,7 @@ MAX_GRID_BYTES = 200 * 1024  # CIFAR tiles compress poorly (~2-3 KB each): keep 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default=default_flow(),
+    parser.add_argument("--flow", default=DEFAULT_FLOW,
                         help="flow checkpoint path or registry name (default: runs/flow-cpu-small/flow.pt "
                              "if it exists, else the registry's cifar10)")
     parser.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER.relative_to(REPO))

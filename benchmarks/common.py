@@ -23,13 +23,7 @@ from flowaug.fileio import atomic_path, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
-FINAL_FLOW = REPO / "runs" / "flow-cpu-small" / "flow.pt"
-REGISTRY_FLOW = "cifar10"
-
-
-def default_flow() -> str:
-    """The finished cpu-small pretraining run if it exists, else the registry name "cifar10"."""
-    return str(FINAL_FLOW.relative_to(REPO)) if FINAL_FLOW.is_file() else REGISTRY_FLOW
+DEFAULT_FLOW = "cifar10"  # the shipped flow (registry name); --flow also takes a checkpoint path
 
 
 def cifar10_test_batch(data_root: str | os.PathLike, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, default_flow, environment, save_grid, write_json
+from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, DEFAULT_FLOW, environment, save_grid, write_json
 
 from flowaug.errors import FlowaugError
 from flowaug.flow import PRESETS, DecoupledFlow
@@ -148,7 +148,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default=default_flow(), help="flow checkpoint path or pretrained name")
+    parser.add_argument("--flow", default=DEFAULT_FLOW, help="flow checkpoint path or pretrained name")
     parser.add_argument("--classifier", default="cifar10-classifier",
                         help="classifier checkpoint path or pretrained name")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))

@@ -19,3 +19,7 @@ class ChecksumMismatchError(FlowaugError, ValueError):
 
 class CheckpointError(FlowaugError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
+
+
+class UnknownPretrainedError(FlowaugError, ValueError):
+    """A name that is neither a registered pretrained model nor an existing checkpoint file."""

@@ -153,7 +153,7 @@ SUITES: dict[str, Suite] = {
 RUNNERS = {"clean": _clean, "subgroups": _subgroups, "corruptions": _corruptions}
 
 
-def _check_files_exist(suites: tuple[str, ...], ctx: EvalContext, dataset: str) -> None:
+def _check_files_exist(suites: tuple[str, ...], ctx: EvalContext) -> None:
     """Fail before any model work when a requested CIFAR-C or CIFAR-10.1 file is missing."""
     for name in suites:
         suite = SUITES[name]
@@ -212,7 +212,7 @@ def evaluate(
     ctx = EvalContext(data_root, batch_size,
                       torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")),
                       corruptions, severities, limit, c_dir, progress)
-    _check_files_exist(suites, ctx, dataset)
+    _check_files_exist(suites, ctx)
     report: dict[str, Any] = {"dataset": dataset, "limit": limit, "suites": {}}
 
     def clean_cifar10() -> dict[str, Any]:

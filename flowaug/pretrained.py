@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError
+from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError, UnknownPretrainedError
 from flowaug.fileio import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "registry.json"
@@ -132,7 +132,7 @@ def load_pretrained(name: str, map_location: str | torch.device = "cpu",
 
     Returns a :class:`~flowaug.flow.model.DecoupledFlow` for kind "flow" and the
     ``flowaug.models.load_classifier`` module for kind "classifier" (both in eval mode).
-    Raises ``ValueError`` for an unknown name (listing the choices), ``CheckpointError`` for a
+    Raises ``UnknownPretrainedError`` (a ``ValueError``) for an unknown name (listing the choices), ``CheckpointError`` for a
     missing or unreadable file and ``ChecksumMismatchError`` when the hash differs.
     """
     directory = resolve_registry_dir(registry_dir)
@@ -140,7 +140,7 @@ def load_pretrained(name: str, map_location: str | torch.device = "cpu",
     if name not in registry:
         where = directory / MANIFEST_NAME
         listed = sorted(registry) if registry else f"none ({where} is missing or empty)"
-        raise ValueError(f"unknown pretrained weights {name!r}; available: {listed}")
+        raise UnknownPretrainedError(f"unknown pretrained weights {name!r}; available: {listed}")
     entry = registry[name]
     path = directory / entry.filename
     if not path.is_file():
@@ -161,9 +161,14 @@ def load_model(spec: str | os.PathLike, kind: str, map_location: str | torch.dev
     """
     if kind not in LOADERS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(LOADERS)}")
-    if Path(spec).is_file():
-        return LOADERS[kind](Path(spec), map_location)
+    path = Path(spec)
+    if path.is_file():
+        return LOADERS[kind](path, map_location)
+    if path.suffix in (".pt", ".pth") or os.sep in str(spec):
+        raise CheckpointError(f"{kind} checkpoint {path} does not exist; pass an existing checkpoint file "
+                              f"or a registry name ({', '.join(available_pretrained()) or 'none registered'})")
     registry = read_registry()
     if str(spec) in registry and registry[str(spec)].kind != kind:
-        raise ValueError(f"pretrained weights {str(spec)!r} are a {registry[str(spec)].kind}, not a {kind}")
+        raise UnknownPretrainedError(f"pretrained weights {str(spec)!r} are a {registry[str(spec)].kind}, "
+                                     f"not a {kind}")
     return load_pretrained(str(spec), map_location=map_location)

@@ -16,7 +16,7 @@ from flowaug.pretraining import PretrainConfig, pretrain
 DATASET = "cifar10"        # or cifar100, folder:PATH, npz:PATH
 PRESET = "cpu-small"       # tiny | cpu-small | gpu-base
 IMAGE_SIZE = 32
-EPOCHS = 6                 # the cosine schedule ends here; match it to the time you have
+EPOCHS = 7                 # the cosine schedule ends here; match it to the time you have
 BATCH_SIZE = 64            # global batch (split across torchrun processes)
 LR = 1e-3                  # Adam peak learning rate
 WARMUP_STEPS = 200
@@ -24,7 +24,7 @@ GRAD_CLIP = 50.0
 EMA_DECAY = 0.999          # exported weights are the EMA
 HFLIP = True
 SEED = 0
-CHECKPOINT_EVERY = 500     # steps
+CHECKPOINT_EVERY = 300     # steps
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ LR = 0.2
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.2
 SEED = 0
-OUT = Path("pretrained/cifar10-classifier.pt")
+OUT = Path("runs/cifar10-classifier.pt")  # shipped copy: pretrained/cifar10-classifier.pt (registry.json)
 LOSSLESS_FILE = "cifar10/cifar10_lossless_subset.npz"
 
 

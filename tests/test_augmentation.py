@@ -134,9 +134,13 @@ def test_autocast_runs_the_flow_in_fp32(flow, images):
 
 def test_no_autograd_through_the_flow(flow, images):
     x = images.clone().requires_grad_(True)
-    out = FlowAug(flow, p=1.0, generator=0)(x)
-    assert not out.requires_grad or out.grad_fn is not None
-    assert all(parameter.grad is None and not parameter.requires_grad for parameter in flow.parameters())
+    out = FlowAug(flow, p=0.5, generator=0)(x)
+    out.sum().backward()
+    augmented = (out != images).flatten(1).any(dim=1)
+    assert augmented.any() and (~augmented).any()
+    assert (x.grad[augmented] == 0).all(), "gradient flowed through the flow's decode"
+    assert (x.grad[~augmented] == 1).all(), "untouched images must pass gradients through"
+    assert all(parameter.grad is None for parameter in flow.parameters())
 
 
 def test_non_finite_decodes_fall_back_to_the_input(flow, images, monkeypatch):
@@ -189,6 +193,8 @@ def test_bad_labels_and_options_raise_clear_errors(flow, images):
         FlowAug(flow, p=1.5)
     with pytest.raises(ValueError, match="no latent cache"):
         FlowAug(flow)(images, index=torch.arange(8))
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        FlowAug(flow, temperature=-1.0)
 
 
 def test_resize_opt_in(flow):
@@ -230,12 +236,17 @@ class PerSampleDataset(Dataset):
 
 
 def test_per_sample_in_dataloader_workers(flow, images):
-    dataset = PerSampleDataset(images, FlowAug(flow, p=1.0, mode="prior", generator=0))
+    same_images = images[:1].expand(8, -1, -1, -1)
+    dataset = PerSampleDataset(same_images, FlowAug(flow, p=1.0, mode="prior", generator=0))
     batches = list(DataLoader(dataset, batch_size=4, num_workers=2))
     assert len(batches) == 2
     for augmented, original in batches:
         assert augmented.shape == original.shape
         assert ((augmented - original).abs().flatten(1).amax(dim=1) > 1e-3).all()
+    first_worker, second_worker = batches[0][0], batches[1][0]
+    assert not torch.equal(first_worker, second_worker), "workers repeated each other's random draws"
+    again = list(DataLoader(dataset, batch_size=4, num_workers=2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again)), "not reproducible for a seed"
 
 
 def test_repr_is_readable(flow):

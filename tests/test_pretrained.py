@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError
+from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError, UnknownPretrainedError
 from flowaug.flow import DecoupledFlow, get_preset, save_flow
 from flowaug.fileio import sha256_file
 from flowaug.models import build_classifier, save_classifier
-from flowaug.pretrained import (MANIFEST_NAME, SOURCE_PRETRAINED_DIR, available_pretrained, load_pretrained,
+from flowaug.pretrained import (MANIFEST_NAME, SOURCE_PRETRAINED_DIR, available_pretrained, load_model, load_pretrained,
                                 read_registry, register_pretrained)
 
 
@@ -116,3 +116,10 @@ def test_shipped_manifest_entries_exist_and_match():
         path = SOURCE_PRETRAINED_DIR / entry.filename
         assert path.is_file(), f"registry entry {name!r}: {path} is missing"
         assert sha256_file(path) == entry.sha256, f"registry entry {name!r}: hash differs"
+
+
+def test_load_model_names_a_missing_checkpoint_path(tmp_path):
+    with pytest.raises(CheckpointError, match="typo.pt does not exist"):
+        load_model(tmp_path / "typo.pt", kind="flow")
+    with pytest.raises(UnknownPretrainedError, match="unknown pretrained weights 'no-such-model'"):
+        load_model("no-such-model", kind="classifier")

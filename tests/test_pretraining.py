@@ -235,9 +235,10 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path: Path, npz: Pat
         assert_identical(a["train_state"][key], b["train_state"][key], key)
     assert_identical(a["state_dict"], b["state_dict"])
     assert_identical(load_ckpt(straight / "flow.pt")["state_dict"], load_ckpt(split / "flow.pt")["state_dict"])
-    untimed = [[{k: v for k, v in r.items() if k not in ("img_per_s", "wall_time_s")} for r in records]
-               for records in (metric_records(straight), metric_records(split))]
+    untimed = [[{k: v for k, v in r.items() if k not in ("img_per_s", "wall_time_s")} for r in records
+                if r["kind"] != "resume"] for records in (metric_records(straight), metric_records(split))]
     assert untimed[0] == untimed[1]
+    assert all(r["changed"] == {} for r in metric_records(split) if r["kind"] == "resume")
 
 
 @pytest.mark.parametrize("change", [{"batch_size": 4}, {"seed": 1}, {"image_size": 64}, {"ema": 0.0},
@@ -338,3 +339,15 @@ def test_cli_trains_refuses_to_overwrite_and_resumes(tmp_path: Path, npz: Path, 
 def test_kl_weight_ramps_linearly_over_warmup(warmup, expected):
     cfg = PretrainConfig(dataset="cifar10", out="unused", kl_warmup_steps=warmup)
     assert [kl_weight_at(step, cfg) for step in (0, 2, 10)] == expected
+
+
+def test_resume_with_a_changed_schedule_is_recorded(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}", stop_after_steps=2))
+    original = json.loads((out / "config.json").read_text())
+    pretrain(config(out, f"npz:{npz}", resume=True, lr=original["pretrain"]["lr"] / 2, stop_after_steps=3))
+    assert json.loads((out / "config.json").read_text()) == original
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumes = [r for r in records if r["kind"] == "resume"]
+    assert resumes == [{"kind": "resume", "step": 2, "changed": {"lr": [original["pretrain"]["lr"],
+                                                                         original["pretrain"]["lr"] / 2]}}]

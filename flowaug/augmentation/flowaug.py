@@ -34,8 +34,9 @@ class FlowAug(nn.Module):
         temperature: scale of prior samples in "prior" mode (< 1 stays nearer the data).
         mix_range: (low, high) in [0, 1], the donor weight range of "mix" mode.
         donor: "any", "same_class" or "other_class" (the last two need labels).
-        generator: a ``torch.Generator`` (CPU) or an int seed for reproducible draws;
-            ``None`` uses torch's global RNG.
+        generator: a CPU ``torch.Generator`` or an int seed for reproducible draws; ``None`` uses
+            torch's global RNG. Inside ``DataLoader`` workers each worker draws from its own
+            generator seeded by (seed, worker id), so workers do not repeat each other's draws.
         resize: allow inputs whose size differs from the flow's; they are resized
             (bilinear, antialiased) to the flow's size and the result back. Off by default:
             images are never resized silently.
@@ -64,8 +65,8 @@ class FlowAug(nn.Module):
         _check_choice("donor", donor, DONORS)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 maps zero base noise through the prior), got {temperature}")
         low, high = mix_range
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"mix_range must satisfy 0 <= low <= high <= 1, got {mix_range}")
@@ -76,7 +77,11 @@ class FlowAug(nn.Module):
         self.mix_range, self.donor, self.resize = (float(low), float(high)), donor, resize
         if isinstance(generator, int):
             generator = torch.Generator().manual_seed(generator)
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU torch.Generator (draws are made on the CPU and moved), "
+                             f"got one on {generator.device}")
         self.generator = generator
+        self._worker_generator: torch.Generator | None = None
         self.cache: LatentCache | None = None
         self.fallback_count = 0
         self.augmented_count = 0
@@ -104,10 +109,21 @@ class FlowAug(nn.Module):
         batch = self._validated_batch(x)
         labels = self._validated_labels(y, batch.shape[0], unbatched)
         rows = None if index is None else self._validated_index(index, batch.shape[0])
-        params = draw_params(batch.shape[0], self.p, labels, self.donor, self.mix_range, self.generator)
-        augmented = self._apply(batch, params, rows)
+        generator = self._call_generator()
+        params = draw_params(batch.shape[0], self.p, labels, self.donor, self.mix_range, generator)
+        augmented = self._apply(batch, params, rows, generator)
         out = augmented[0] if unbatched else augmented
         return out if y is None else (out, y)
+
+    def _call_generator(self) -> torch.Generator | None:
+        """``generator``, or inside a DataLoader worker one seeded by (its initial seed, worker id)."""
+        worker = torch.utils.data.get_worker_info()
+        if self.generator is None or worker is None:
+            return self.generator
+        if self._worker_generator is None:  # every worker process holds its own copy of this module
+            seed = (self.generator.initial_seed() * 1_000_003 + worker.id + 1) % 2**63
+            self._worker_generator = torch.Generator().manual_seed(seed)
+        return self._worker_generator
 
     def cache_latents(self, images: Tensor, *, dtype: torch.dtype = torch.float16, batch_size: int = 256,
                       progress: bool = True) -> LatentCache:
@@ -184,7 +200,8 @@ class FlowAug(nn.Module):
                              f"got [{int(rows.min())}, {int(rows.max())}]")
         return rows
 
-    def _apply(self, batch: Tensor, params: AugmentParams, rows: Tensor | None) -> Tensor:
+    def _apply(self, batch: Tensor, params: AugmentParams, rows: Tensor | None,
+               generator: torch.Generator | None) -> Tensor:
         """Augment the drawn samples of ``batch`` (B,3,H,W); the others are returned bit-exactly."""
         apply = params.apply.clone()
         if self.mode != "prior":
@@ -194,7 +211,7 @@ class FlowAug(nn.Module):
             return batch.clone()
         images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
         with torch.no_grad(), torch.autocast(device_type=batch.device.type, enabled=False):
-            decoded = self._decode_new_nuisance(images, selected, params, rows)
+            decoded = self._decode_new_nuisance(images, selected, params, rows, generator)
         originals = images[selected.to(batch.device)]
         finite = torch.isfinite(decoded).flatten(1).all(dim=1)
         decoded = torch.where(finite[:, None, None, None], decoded.clamp(0.0, 1.0), originals)
@@ -207,14 +224,14 @@ class FlowAug(nn.Module):
         return out
 
     def _decode_new_nuisance(self, images: Tensor, selected: Tensor, params: AugmentParams,
-                             rows: Tensor | None) -> Tensor:
+                             rows: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """(S,3,H,W) float32 decodes of the S selected images with new nuisance codes (unchecked)."""
         size = self.flow.config.image_size
         original_size = tuple(images.shape[-2:])
         if original_size != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0.0, 1.0)
         semantic, own = self._latents_of(images, selected, rows)
-        nuisance = self._new_nuisance(images, selected, own, params, rows)
+        nuisance = self._new_nuisance(images, selected, own, params, rows, generator)
         decoded = self.flow.decode(Latents(semantic, nuisance))
         if original_size != (size, size):
             decoded = F.interpolate(decoded, size=original_size, mode="bilinear", antialias=True)
@@ -235,11 +252,11 @@ class FlowAug(nn.Module):
         return self.cache.nuisance[rows[which].to(self.cache.nuisance.device)].to(images.device)
 
     def _new_nuisance(self, images: Tensor, selected: Tensor, own: Tensor, params: AugmentParams,
-                      rows: Tensor | None) -> Tensor:
+                      rows: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """(S, d) nuisance codes for the selected images according to ``mode``."""
         if self.mode == "prior":
             codes = self.flow.sample_nuisance(selected.numel(), temperature=self.temperature,
-                                              generator=self.generator)
+                                              generator=generator)
             return codes.to(own.device, own.dtype)
         donor_codes = self._nuisance_of(images, params.donor[selected], rows)
         if self.mode == "swap":

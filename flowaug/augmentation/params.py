@@ -29,7 +29,7 @@ class AugmentParams:
     mix_weight: Tensor
 
 
-def draw_donors(batch_size: int, labels: Tensor | None, donor: str, generator: torch.Generator) -> Tensor:
+def draw_donors(batch_size: int, labels: Tensor | None, donor: str, generator: torch.Generator | None) -> Tensor:
     """Pick for each sample another sample of the batch, uniformly among the allowed ones.
 
     ``donor``: "any" (every other image), "same_class" or "other_class" (need ``labels``,
@@ -53,7 +53,7 @@ def draw_params(
     labels: Tensor | None,
     donor: str,
     mix_range: tuple[float, float],
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> AugmentParams:
     """Draw which samples to augment, their donors and their mix weights."""
     apply = torch.rand(batch_size, generator=generator) < p

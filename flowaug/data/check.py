@@ -15,12 +15,11 @@ import numpy as np
 from flowaug.data.cifar import CIFAR_SPECS, READ_ERRORS
 from flowaug.data.cifar101 import CIFAR10_1_DIR, CIFAR10_1_URL
 from flowaug.data.cifar_b import ANNOTATION_SPECS, AUTHORS_REPO
+from flowaug.data.corruptions.weather import FROST_FILES, FROST_SOURCE
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, C_DIRS, C_URLS
 from flowaug.data.checksums import checksum_status
 from flowaug.data.paths import resolve_data_root
 
-FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
-FROST_URL = "https://github.com/hendrycks/robustness (ImageNet-C/create_c/frost*.png|jpg)"
 OFFLINE_NOTE = "offline form shipped with flowaug's development data (../shared/data); with internet use "
 
 
@@ -106,7 +105,7 @@ DATASETS: tuple[DatasetEntry, ...] = (
     _cifar101_entry("v6"),
     _c_entry("cifar10"),
     _c_entry("cifar100"),
-    DatasetEntry("CIFAR-C frost textures", tuple(f"cifar_c_frost/{f}" for f in FROST_FILES), FROST_URL),
+    DatasetEntry("CIFAR-C frost textures", tuple(f"cifar_c_frost/{f}" for f in FROST_FILES), FROST_SOURCE),
 )
 
 

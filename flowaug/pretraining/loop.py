@@ -1,7 +1,7 @@
 """The flow pretraining engine: ``pretrain(PretrainConfig) -> Path``.
 
-One loop serves the CLI, the recipe and ``torchrun`` (DDP). Resume is exact by
-construction: every random draw comes from a generator seeded by the run seed and a
+One loop serves the CLI, the recipe and ``torchrun`` (DDP). Resume with unchanged settings
+is exact by construction: every random draw comes from a generator seeded by the run seed and a
 position (epoch for the data order, global step and rank for flips and the flow's
 dequantisation/posterior noise), the learning rate is a function of the global step, and
 a checkpoint holds everything else (model, optimizer, grad scaler, EMA, counters).
@@ -48,6 +48,10 @@ EXPORT_NAME = "flow.pt"
 # Fields that define the training trajectory: a resume must use the same values.
 RESUME_MUST_MATCH = ("dataset", "preset", "image_size", "batch_size", "seed", "max_train_images",
                      "hflip", "ema", "val_fraction")
+# Schedule settings a user may change on purpose when resuming (e.g. a lower lr after a divergence,
+# more epochs): the resume is then no longer the uninterrupted run, so the change is printed and
+# recorded as a {"kind": "resume"} line in metrics.jsonl.
+RESUME_MAY_CHANGE = ("epochs", "lr", "warmup_steps", "kl_warmup_steps", "grad_clip", "amp")
 # Random streams, mixed into the seed so no two uses share a generator state.
 _PERMUTATION, _STEP, _VALIDATION, _SAMPLES, _INIT = range(5)
 SAMPLE_TEMPERATURE = 0.7
@@ -221,7 +225,9 @@ def _record_step(line: str) -> float:
 
 
 def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, flow_config: FlowConfig,
-                  saved_flow_config: dict[str, Any], path: Path) -> None:
+                  saved_flow_config: dict[str, Any], path: Path) -> dict[str, list[Any]]:
+    """Refuse a resume that changes the run's trajectory-defining settings; return the schedule
+    settings (:data:`RESUME_MAY_CHANGE`) that differ, as ``{name: [checkpoint value, now]}``."""
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(cfg, k)!r}"
              for k in RESUME_MUST_MATCH if saved.get(k) != getattr(cfg, k)]
     if saved_flow_config != flow_config.to_dict():
@@ -229,6 +235,7 @@ def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, flow_config: FlowC
     if diffs:
         raise CheckpointError(f"cannot resume {path}: the run was started with different settings "
                               f"({'; '.join(diffs)}). Resume with the original settings or use a new --out.")
+    return {k: [saved.get(k), getattr(cfg, k)] for k in RESUME_MAY_CHANGE if saved.get(k) != getattr(cfg, k)}
 
 
 class _Run:
@@ -247,6 +254,7 @@ class _Run:
             self.flow_config = get_preset(cfg.preset, image_size=cfg.image_size)
         except ValueError as error:
             raise FlowaugError(f"invalid --preset/--image-size: {error}") from error
+        self.changed_on_resume: dict[str, list[Any]] = {}
         ckpt = self._existing_checkpoint()
 
         data = load_pretrain_data(cfg.dataset, cfg.data_root, cfg.image_size, cfg.val_fraction, cfg.seed)
@@ -277,8 +285,14 @@ class _Run:
         self.loss_module = self.flow if dist_ctx.world_size == 1 else DistributedDataParallel(
             self.flow, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.is_main:
-            self._write_config()
             self._prepare_metrics(ckpt is not None)
+            if ckpt is None:
+                self._write_config()
+            else:
+                self._log({"kind": "resume", "step": self.global_step, "changed": self.changed_on_resume})
+                if self.changed_on_resume:
+                    tqdm.write(f"resuming with changed schedule settings {self.changed_on_resume}: the run "
+                               f"continues from step {self.global_step} but no longer equals an uninterrupted one")
 
     @property
     def total_steps(self) -> int:
@@ -299,8 +313,8 @@ class _Run:
             raise CheckpointError(f"--resume given but {self.ckpt_path} does not exist; drop --resume "
                                   f"to start a new run")
         ckpt = _load_checkpoint(self.ckpt_path, self.device)
-        _check_resume(ckpt["train_state"]["pretrain_config"], self.cfg, self.flow_config, ckpt["config"],
-                      self.ckpt_path)
+        self.changed_on_resume = _check_resume(ckpt["train_state"]["pretrain_config"], self.cfg,
+                                               self.flow_config, ckpt["config"], self.ckpt_path)
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
