@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from flowaug.augmentation import FlowAug
 from flowaug.cli import main
 from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundError, FlowaugError
 from flowaug.flow import DecoupledFlow, Latents
@@ -191,6 +192,10 @@ def test_folder_pretraining_at_64_gives_a_flow_that_swaps_nuisance(tmp_path: Pat
             assert (flow.decode(latents) - x).abs().max() < 1e-3
             swapped = flow.decode(Latents(latents.semantic, latents.nuisance.roll(1, 0)))
         assert swapped.shape == x.shape and torch.isfinite(swapped).all()
+    aug = FlowAug(str(path), p=1.0, generator=0)  # the custom flow plugs into FlowAug like a shipped one
+    augmented = aug(x)
+    assert augmented.shape == x.shape and torch.isfinite(augmented).all()
+    assert aug.augmented_count + aug.fallback_count == len(x)
     sizes = {name: Image.open(out / "samples" / f"epoch_001_{name}.png").size for name in ("recon", "swap", "prior")}
     cell = 64 + 1
     assert sizes == {"recon": (2 * cell + 1, 2 * cell + 1), "swap": (3 * cell + 1, 3 * cell + 1),
