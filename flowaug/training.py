@@ -7,6 +7,7 @@ fast on a GPU and simple on a CPU.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -18,6 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowaug.data.base import to_float_chw
+from flowaug.errors import CheckpointError
+from flowaug.fileio import atomic_torch_save, read_checkpoint
+
+TRAIN_STATE_FORMAT = "flowaug-train-state"
+TRAIN_STATE_VERSION = 1
 
 
 class Augment(Protocol):
@@ -103,6 +109,134 @@ def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
+class BatchAugment(Protocol):
+    """A batch augmentation that may change labels: float images (B, 3, H, W) in [0, 1], labels
+    (int (B,) or soft float (B, C)) and a generator on the images' device in; images of the same
+    shape, dtype and device and labels (int (B,) or soft (B, C) rows summing to 1) out."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def _synchronize(device: torch.device) -> float:
+    """``time.perf_counter()`` after waiting for ``device``'s queued work (so phase times are honest on GPUs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    augment: BatchAugment | None,
+    shuffle_generator: torch.Generator,
+    augment_generator: torch.Generator,
+    memory_format: torch.memory_format = torch.channels_last,
+    amp: bool = False,
+    label_smoothing: float = 0.0,
+    rank: int = 0,
+    world_size: int = 1,
+    desc: str = "epoch",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One pass over ``images`` (whole split on the model's device, uint8 (N, H, W, 3) or float
+    (N, 3, H, W) in [0, 1]; ``labels`` int64 (N,)), one optimizer and scheduler step per batch.
+
+    The order is a permutation drawn from ``shuffle_generator`` (identical on every DDP rank);
+    each global batch of ``batch_size`` is split across ``world_size`` ranks (rank r takes rows
+    r, r + world_size, ...; ``batch_size`` must divide by ``world_size``) and the last incomplete
+    batch is dropped. ``augment`` draws from ``augment_generator`` (seed it per rank). Soft labels
+    (B, C) from mixing augmentations go straight into ``F.cross_entropy`` (probability targets).
+
+    Returns loss and train_accuracy (this rank's batches; percent, on augmented batches, against
+    the argmax of soft labels), lr (after the epoch), seconds, images_per_second (all ranks) and the wall time
+    split into data_seconds (indexing, uint8 -> float), augment_seconds and model_seconds
+    (forward, backward, step). The split waits for CUDA work at each phase boundary.
+    """
+    device = images.device
+    local_batch = batch_size // world_size
+    if local_batch * world_size != batch_size:
+        raise ValueError(f"batch_size {batch_size} must divide by the number of processes {world_size}")
+    steps = len(images) // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(images)} images)")
+    model.train()
+    times = {"data_seconds": 0.0, "augment_seconds": 0.0, "model_seconds": 0.0}
+    start = _synchronize(device)
+    order = torch.randperm(len(images), generator=shuffle_generator, device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        tick = _synchronize(device)
+        index = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
+        x, y = to_float_images(images[index]), labels[index]
+        tock = _synchronize(device)
+        times["data_seconds"] += tock - tick
+        if augment is not None:
+            x, y = augment(x, y, augment_generator)
+        tick = _synchronize(device)
+        times["augment_seconds"] += tick - tock
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x.contiguous(memory_format=memory_format))
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
+        times["model_seconds"] += _synchronize(device) - tick
+        if progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = _synchronize(device) - start
+    return {
+        "loss": loss_sum.item() / steps,
+        "train_accuracy": 100.0 * correct.item() / (steps * local_batch),
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+        "images_per_second": steps * batch_size / seconds,
+        **times,
+    }
+
+
+def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict[str, Any]],
+                     config: dict[str, Any]) -> None:
+    """Atomically write model, optimizer and scheduler state, the per-epoch ``history`` and the run's
+    ``config`` (plain data). Resuming is exact when the run derives its generators from (seed, epoch)."""
+    atomic_torch_save({
+        "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "config": config,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "history": history,
+    }, path)
+
+
+def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler,
+                     config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Restore a :func:`save_train_state` file into the given objects and return its history.
+
+    Raises :class:`CheckpointError` when the file is missing or corrupt or was written with a
+    different ``config`` (resuming under other settings would not continue the same run).
+    """
+    state = read_checkpoint(path, TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION, "training state", "cpu")
+    changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+    if changed:
+        raise CheckpointError(f"{path} was written with other settings ({', '.join(changed)} differ); "
+                              f"resume with the original settings or start a new output folder")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["history"]
+
+
 def train_classifier(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -138,8 +272,7 @@ def train_classifier(
     accuracy) that are merged into the epoch record; the model is in eval mode
     during the call.
 
-    Record keys: epoch (1-based), loss, train_accuracy (percent, on augmented
-    batches), lr (at the end of the epoch), seconds, images_per_second.
+    Record keys: epoch (1-based) and those of :func:`train_epoch`.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
@@ -158,40 +291,14 @@ def train_classifier(
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total_steps, warmup_fraction))
     generator = torch.Generator(device=device).manual_seed(seed)
+    batch_augment = None if augment is None else lambda x, y, g: (augment(x, y, g), y)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        order = torch.randperm(len(x_all), generator=generator, device=device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for step in bar:
-            index = order[step * batch_size:(step + 1) * batch_size]
-            x, y = to_float_images(x_all[index]), y_all[index]
-            if augment is not None:
-                x = augment(x, y, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x.contiguous(memory_format=memory_format))
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        seconds = time.perf_counter() - start
-        seen = steps_per_epoch * batch_size
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": loss_sum.item() / steps_per_epoch,
-            "train_accuracy": 100.0 * correct.item() / seen,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": seconds,
-            "images_per_second": seen / seconds,
-        }
+        record = train_epoch(model, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=batch_augment,
+                             shuffle_generator=generator, augment_generator=generator,
+                             memory_format=memory_format, amp=amp, label_smoothing=label_smoothing,
+                             desc=f"epoch {epoch}/{epochs}", progress=progress)
+        record = {"epoch": epoch, **record}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch, model))

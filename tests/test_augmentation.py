@@ -1,6 +1,8 @@
 """FlowAug: semantics, determinism, errors, fallback, latent cache and pipeline integration."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -247,6 +249,12 @@ def test_per_sample_in_dataloader_workers(flow, images):
     assert not torch.equal(first_worker, second_worker), "workers repeated each other's random draws"
     again = list(DataLoader(dataset, batch_size=4, num_workers=2))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again)), "not reproducible for a seed"
+
+
+def test_module_conversions_move_the_flow(flow, images):
+    aug = FlowAug(copy.deepcopy(flow), p=1.0, generator=0).to("cpu").double().float()
+    assert next(aug.flow.parameters()).dtype == torch.float32
+    assert aug(images).shape == images.shape
 
 
 def test_repr_is_readable(flow):

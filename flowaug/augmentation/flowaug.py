@@ -111,7 +111,7 @@ class FlowAug(nn.Module):
         rows = None if index is None else self._validated_index(index, batch.shape[0])
         generator = self._call_generator()
         params = draw_params(batch.shape[0], self.p, labels, self.donor, self.mix_range, generator)
-        augmented = self._apply(batch, params, rows, generator)
+        augmented = self._augment(batch, params, rows, generator)
         out = augmented[0] if unbatched else augmented
         return out if y is None else (out, y)
 
@@ -200,7 +200,7 @@ class FlowAug(nn.Module):
                              f"got [{int(rows.min())}, {int(rows.max())}]")
         return rows
 
-    def _apply(self, batch: Tensor, params: AugmentParams, rows: Tensor | None,
+    def _augment(self, batch: Tensor, params: AugmentParams, rows: Tensor | None,
                generator: torch.Generator | None) -> Tensor:
         """Augment the drawn samples of ``batch`` (B,3,H,W); the others are returned bit-exactly."""
         apply = params.apply.clone()

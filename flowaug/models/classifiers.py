@@ -1,4 +1,4 @@
-"""CIFAR classifiers (a fast small CNN and a CIFAR ResNet-18) and their checkpoints.
+"""CIFAR classifiers (a fast small CNN, a CIFAR ResNet-18, a WRN-28-10) and their checkpoints.
 
 Every classifier takes float images (B, 3, 32, 32) in [0, 1] on any device,
 normalises them internally with the CIFAR mean/std, and returns logits
@@ -114,9 +114,51 @@ class CifarResNet(nn.Module):
         return self.head(self.features(x))
 
 
+class WideBlock(nn.Module):
+    """Pre-activation wide-ResNet block (BN-ReLU-conv twice) with a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+                         if stride != 1 or in_channels != out_channels else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+        return out + shortcut
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width (Zagoruyko & Komodakis 2016) for CIFAR: 3 stages of (depth - 4) / 6 blocks,
+    widths 16, 32, 64 times ``width``. WRN-28-10 has 36.5M parameters (a GPU model)."""
+
+    def __init__(self, num_classes: int = 10, depth: int = 28, width: int = 10) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        layers: list[nn.Module] = [Normalize(), nn.Conv2d(3, 16, 3, padding=1, bias=False)]
+        channels = 16
+        for stage, stage_width in enumerate((16 * width, 32 * width, 64 * width)):
+            for index in range((depth - 4) // 6):
+                layers.append(WideBlock(channels, stage_width, 2 if stage > 0 and index == 0 else 1))
+                channels = stage_width
+        layers += [nn.BatchNorm2d(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "small": lambda num_classes: SmallCNN(num_classes),
     "resnet18": lambda num_classes: CifarResNet(num_classes),
+    "wrn28_10": lambda num_classes: WideResNet(num_classes, depth=28, width=10),
 }
 
 

@@ -1,0 +1,253 @@
+"""Train a CIFAR classifier with FlowAug or a baseline augmentation, then evaluate its fairness and robustness.
+
+    python recipes/train_cifar.py --aug flowaug
+    python recipes/train_cifar.py --aug standard,randaugment --profile cpu --seed 1 --out runs/cifar/ra-s1
+    python recipes/train_cifar.py --aug standard,flowaug --profile smoke --flow runs/flow-cpu-small/checkpoint.pt
+    torchrun --nproc_per_node=2 recipes/train_cifar.py --aug standard,flowaug --profile gpu   # DDP
+
+Every method gets the same model, epochs, schedule and seeds; only ``--aug`` differs (names and
+how each draws per sample: :mod:`flowaug.baselines`). The run folder ``--out`` holds
+``config.json``, ``metrics.jsonl`` (one line per epoch), ``train_state.pt`` (for ``--resume``),
+``model.pt`` (:func:`flowaug.save_classifier`) and ``report.json``: the :func:`flowaug.evaluate`
+report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C when its folder
+exists, official or from ``flowaug make-cifar-c`` via ``--c-dir``; CIFAR-10.1 when present) plus
+the wall time split into data, augmentation, model and evaluation. ``FLOWAUG_THREADS`` sets
+torch's CPU threads (default: torch's choice).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from flowaug.baselines import AugmentContext, build_augment
+from flowaug.data import CIFAR10_1, load_cifar
+from flowaug.data.cifar_c import cifar_c_dir
+from flowaug.errors import DatasetNotFoundError, FlowaugError
+from flowaug.evaluation import SUITES, evaluate
+from flowaug.fileio import atomic_write_text
+from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
+from flowaug.pretraining.loop import seeded_generator
+from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
+    save_train_state, train_epoch
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Defaults of one scale; every field can be overridden on the command line."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    train_images: int | None   # None: the whole training split
+    eval_limit: int | None     # None: every test image of every suite
+    c_limit: int | None        # images per CIFAR-C block (None: eval_limit)
+    amp: bool
+    channels_last: bool
+
+
+PROFILES = {
+    "smoke": Profile("small", epochs=2, batch_size=256, lr=0.2, train_images=4096, eval_limit=200,
+                     c_limit=None, amp=False, channels_last=False),
+    "cpu": Profile("small", epochs=10, batch_size=256, lr=0.2, train_images=None, eval_limit=None,
+                   c_limit=1000, amp=False, channels_last=False),
+    "gpu": Profile("resnet18", epochs=40, batch_size=512, lr=0.2, train_images=None, eval_limit=None,
+                   c_limit=None, amp=True, channels_last=True),
+}
+OPTIMIZER = "sgd"          # Nesterov, momentum 0.9 (flowaug.training.OPTIMIZERS)
+WEIGHT_DECAY = 5e-4
+LABEL_SMOOTHING = 0.2
+WARMUP_FRACTION = 0.2      # one-cycle: linear warm-up, then linear decay to 0
+FLOW = "cifar10"           # registry name or checkpoint path of the pretrained flow
+FLOWAUG_P = 0.5            # probability that an image is FlowAug-ed
+FLOWAUG_MODE = "swap"      # nuisance code of another image of the batch
+SEED = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aug", default="standard,flowaug",
+                        help="augmentation(s), comma-separated: see flowaug.baselines")
+    parser.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    parser.add_argument("--model", choices=sorted(CLASSIFIERS), help="default: the profile's")
+    parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
+    parser.add_argument("--data-root", help="data root (default: $FLOWAUG_DATA)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch (split across torchrun processes)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bfloat16 autocast (default: profile)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: profile")
+    parser.add_argument("--train-images", type=int, help="train on the first N images (default: profile)")
+    parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; continue with --resume)")
+    parser.add_argument("--eval-suites", nargs="+", help="default: clean, B, C and 10.1 where their files exist")
+    parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (e.g. from `flowaug make-cifar-c`)")
+    parser.add_argument("--eval-limit", type=int, help="evaluate the first N images of every set (default: profile)")
+    parser.add_argument("--c-limit", type=int,
+                        help="first N images of every CIFAR-C corruption x severity block (default: profile, "
+                             "else --eval-limit)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    args = parser.parse_args(argv)
+    args.command = shlex.join(["recipes/train_cifar.py", *(sys.argv[1:] if argv is None else argv)])
+    profile = PROFILES[args.profile]
+    for field, value in asdict(profile).items():
+        if getattr(args, field) is None:
+            setattr(args, field, value)
+    args.out = args.out or Path("runs/train_cifar") / args.profile / f"{args.aug.replace(',', '+')}-s{args.seed}"
+    return args
+
+
+def default_suites(dataset: str, data_root: str | None, c_dir: Path | None) -> list[str]:
+    """Clean and CIFAR-B always; CIFAR-C when its folder has labels.npy; CIFAR-10.1 when present."""
+    suites = ["clean", f"{dataset}b"]
+    if ((c_dir or cifar_c_dir(dataset, data_root)) / "labels.npy").is_file():
+        suites.append(f"{dataset}c")
+    if dataset == "cifar10":
+        try:
+            CIFAR10_1(data_root)
+            suites.append("cifar10.1")
+        except DatasetNotFoundError:
+            pass
+    return suites
+
+
+def headline(entry: dict[str, Any]) -> str:
+    """The main numbers of one suite entry of a :func:`flowaug.evaluate` report."""
+    if "summary" in entry:
+        return (f"mean benchmark-corruption accuracy {entry['summary']['benchmark']['mean']:.2f}%, "
+                f"mean MacroStd {entry['macro_std_summary']['benchmark']['mean']:.2f}")
+    text = f"accuracy {entry['accuracy']:.2f}%"
+    if "macro_std" in entry:
+        text += f", MacroStd {entry['macro_std']:.2f}, worst group {entry['worst_group']['subgroup_accuracy']:.2f}%"
+    return text
+
+
+def join_process_group(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from ``torchrun``'s environment; gloo on CPU, nccl on CUDA."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if world_size == 1:
+        return 0, 1, torch_device
+    if use_cuda:
+        torch.cuda.set_device(torch_device)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), world_size, torch_device
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, checkpoint every epoch, evaluate; returns the report (rank 0) or {} (other ranks)."""
+    started = time.perf_counter()
+    rank, world_size, device = join_process_group(args.device)
+    is_main = rank == 0
+    out: Path = args.out
+
+    train_set = load_cifar(args.dataset, "train", args.data_root)
+    images, labels = train_set.images[:args.train_images], train_set.labels[:args.train_images]
+    x_all, y_all = as_image_tensor(images, device), as_label_tensor(labels, len(images), device)
+    num_classes = len(train_set.classes)
+    augment = build_augment(args.aug, AugmentContext(num_classes, args.flow, FLOWAUG_P, FLOWAUG_MODE, device))
+    torch.manual_seed(args.seed)  # the model's initial weights
+    model = build_classifier(args.model, num_classes)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    net = DistributedDataParallel(model) if world_size > 1 else model
+    optimizer = OPTIMIZERS[OPTIMIZER](model.parameters(), args.lr, WEIGHT_DECAY)
+    total_steps = args.epochs * (len(x_all) // args.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, total_steps, WARMUP_FRACTION))
+
+    config = {"aug": augment.names, "model": args.model, "dataset": args.dataset, "data": train_set.description,
+              "train_images": len(x_all), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last, "optimizer": OPTIMIZER,
+              "weight_decay": WEIGHT_DECAY, "label_smoothing": LABEL_SMOOTHING, "warmup_fraction": WARMUP_FRACTION,
+              "flow": str(args.flow) if "flowaug" in augment.names else None, "flowaug_p": FLOWAUG_P,
+              "flowaug_mode": FLOWAUG_MODE, "world_size": world_size}
+    state_path = out / "train_state.pt"
+    if state_path.exists() and not args.resume:
+        raise FlowaugError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    resuming = args.resume and state_path.exists()
+    history = load_train_state(state_path, model, optimizer, scheduler, config) if resuming else []
+    if is_main:
+        atomic_write_text(json.dumps({**config, "profile": args.profile, "command": args.command,
+                                      "device": str(device), "torch": str(torch.__version__),
+                                      "host": platform.node()}, indent=2) + "\n", out / "config.json")
+        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {augment}, "
+              f"{world_size} process(es) on {device}, out {out}")
+
+    last_epoch = min(args.epochs, args.stop_after or args.epochs)
+    for epoch in range(len(history) + 1, last_epoch + 1):
+        record = train_epoch(net, optimizer, scheduler, x_all, y_all, batch_size=args.batch_size, augment=augment,
+                             shuffle_generator=seeded_generator(device, args.seed, epoch),
+                             augment_generator=seeded_generator(device, args.seed, epoch, rank + 1),
+                             memory_format=memory_format, amp=args.amp, label_smoothing=LABEL_SMOOTHING,
+                             rank=rank, world_size=world_size, desc=f"epoch {epoch}/{args.epochs}", progress=is_main)
+        history.append({"epoch": epoch, **record})
+        if is_main:
+            save_train_state(state_path, model, optimizer, scheduler, history, config)
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in history[-1].items()))
+    if world_size > 1:
+        dist.barrier()
+    if len(history) < args.epochs or not is_main:
+        return {}
+
+    model.to(memory_format=torch.contiguous_format).eval()
+    save_classifier(model, out / "model.pt", args.model, num_classes, meta=config)
+    eval_start = time.perf_counter()
+    suites = args.eval_suites or default_suites(args.dataset, args.data_root, args.c_dir)
+    corrupted = [name for name in suites if SUITES[name].kind == "corruptions"]
+    report = evaluate(model, [name for name in suites if name not in corrupted], args.data_root,
+                      dataset=args.dataset, device=device, limit=args.eval_limit)
+    if corrupted:  # CIFAR-C has 95 blocks of 10000 images: it gets its own (fixed, first-N) subset size
+        report["suites"].update(evaluate(model, corrupted, args.data_root, dataset=args.dataset, device=device,
+                                         limit=args.c_limit or args.eval_limit, c_dir=args.c_dir)["suites"])
+    report["suites"] = {name: report["suites"][name] for name in suites}
+    phases = ("data_seconds", "augment_seconds", "model_seconds")
+    report["timing"] = {**{p: sum(r[p] for r in history) for p in phases},
+                        "train_seconds": sum(r["seconds"] for r in history),
+                        "eval_seconds": time.perf_counter() - eval_start,
+                        "this_process_wall_seconds": time.perf_counter() - started}
+    report["config"] = config
+    report["final_epoch"] = history[-1]
+    atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
+    for name, entry in report["suites"].items():
+        print(f"{name}: {headline(entry)}  [{entry['description']}]")
+    print(f"wrote {out / 'report.json'}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    torch.set_num_threads(int(os.environ.get("FLOWAUG_THREADS", torch.get_num_threads())))
+    args = parse_args(argv)
+    try:
+        if args.resume and (args.out / "report.json").is_file():
+            print(f"{args.out} is finished (report.json exists)")
+            return 0
+        train(args)
+    except (FlowaugError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

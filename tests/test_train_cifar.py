@@ -1,0 +1,173 @@
+"""recipes/train_cifar.py on tiny synthetic CIFAR-10 in the official formats: smoke run, resume, DDP.
+
+The data root holds a 64-image training split and a 40-image test split (``.npz`` offline form),
+the real CIFAR10-B annotation (from ../shared/data; subgroups follow from the labels) and a
+synthetic CIFAR-10-C folder with all 19 corruptions.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from flowaug.data import ALL_CORRUPTIONS
+from flowaug.flow import DecoupledFlow, get_preset
+from flowaug.flow.model import save_flow
+from flowaug.models import build_classifier, load_classifier
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_cifar.py"
+TINY = ["--profile", "smoke", "--batch-size", "32", "--epochs", "2"]
+
+
+def load_recipe() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_cifar_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipe() -> ModuleType:
+    return load_recipe()
+
+
+@pytest.fixture
+def data_root(synthetic, shared_file) -> Path:
+    """Synthetic CIFAR-10 (npz form), the real CIFAR10-B annotation and a CIFAR-10-C folder."""
+    train, test = synthetic.arrays(64, 10), synthetic.arrays(40, 10)
+    synthetic.write_npz("data/cifar10/cifar10_jpeg_q75.npz", {"train": train, "test": test})
+    (synthetic.root / "data" / "cifar10b").mkdir(parents=True)
+    shutil.copy(shared_file("cifar10b/cifar10_bgd_cl2img_gp_fine.npy"), synthetic.root / "data" / "cifar10b")
+    synthetic.write_cifar_c("data/CIFAR-10-C", ALL_CORRUPTIONS, test[1])
+    return synthetic.root / "data"
+
+
+@pytest.fixture
+def tiny_flow(tmp_path) -> Path:
+    """An initialised (untrained) tiny DecoupledFlow checkpoint."""
+    flow = DecoupledFlow(get_preset("tiny"))
+    flow.initialize(torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    save_flow(flow, tmp_path / "flow.pt")
+    return tmp_path / "flow.pt"
+
+
+def run(recipe: ModuleType, data_root: Path, out: Path, *extra: str) -> int:
+    return recipe.main([*TINY, "--data-root", str(data_root), "--out", str(out), *extra])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_classifier(path).state_dict()
+
+
+def test_smoke_run_writes_the_run_folder(recipe, data_root, tiny_flow, tmp_path):
+    out = tmp_path / "run"
+    assert run(recipe, data_root, out, "--aug", "colorjitter,standard,flowaug", "--flow", str(tiny_flow),
+               "--c-limit", "10") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["aug"] == ["flowaug", "standard", "colorjitter"] and config["train_images"] == 64
+    assert config["flow"] == str(tiny_flow)
+    assert config["data"] == "CIFAR-10 (JPEG-q75 proxy)" and config["world_size"] == 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    report = json.loads((out / "report.json").read_text())
+    # no CIFAR-10.1 files in the root: the default suites leave it out
+    assert list(report["suites"]) == ["clean", "cifar10b", "cifar10c"]
+    assert report["suites"]["clean"]["num_images"] == 40
+    assert report["suites"]["cifar10c"]["summary"]["benchmark"]["complete"]
+    assert report["suites"]["cifar10c"]["num_images_per_block"] == 10
+    timing = report["timing"]
+    assert all(timing[k] > 0 for k in ("data_seconds", "augment_seconds", "model_seconds", "eval_seconds"))
+    assert timing["train_seconds"] == pytest.approx(sum(r["seconds"] for r in records))
+    assert timing["data_seconds"] + timing["augment_seconds"] + timing["model_seconds"] <= timing["train_seconds"]
+    assert load_classifier(out / "model.pt").meta["aug"] == ["flowaug", "standard", "colorjitter"]
+
+
+def test_resume_continues_exactly(recipe, data_root, tmp_path):
+    suites = ["--eval-suites", "clean", "--aug", "standard,randaugment"]
+    assert run(recipe, data_root, tmp_path / "straight", *suites) == 0
+    assert run(recipe, data_root, tmp_path / "split", *suites, "--stop-after", "1") == 0
+    assert not (tmp_path / "split" / "model.pt").exists()
+    assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert run(recipe, data_root, tmp_path / "split", *suites, "--resume") == 0
+    straight, split = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "split" / "model.pt")
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("straight", "split")]
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("aug", ["standard,mixup", "cutmix"])
+def test_soft_label_augmentations_train_with_amp_and_channels_last(recipe, data_root, tmp_path, aug):
+    out = tmp_path / "run"
+    assert run(recipe, data_root, out, "--aug", aug, "--amp", "--channels-last", "--eval-suites", "clean") == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["train_accuracy"] <= 100 for r in records)
+    assert json.loads((out / "config.json").read_text())["amp"] is True
+
+
+@pytest.mark.parametrize("second_run, message", [
+    ([], "already holds a run"),
+    (["--resume", "--lr", "0.01"], "lr differ"),
+])
+def test_refuses_to_overwrite_or_resume_under_other_settings(recipe, data_root, tmp_path, capsys, second_run,
+                                                             message):
+    base = ["--aug", "none", "--eval-suites", "clean", "--stop-after", "1"]
+    assert run(recipe, data_root, tmp_path / "run", *base) == 0
+    assert run(recipe, data_root, tmp_path / "run", *base, *second_run) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "vgg"], "invalid choice: 'vgg'"),
+    (["--aug", "standard,nope"], "unknown augmentation"),
+])
+def test_bad_arguments_give_one_line_errors(recipe, data_root, tmp_path, capsys, argv, message):
+    try:
+        code = run(recipe, data_root, tmp_path / "run", *argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_wrn28_10_has_the_paper_size():
+    # WRN-28-10 for CIFAR-10 (Zagoruyko & Komodakis 2016): 36.5M parameters, 36,479,194 exactly
+    assert sum(p.numel() for p in build_classifier("wrn28_10", 10).parameters()) == 36_479_194
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, data_root: str, out: str) -> None:
+    """One torchrun-like gloo process running the recipe."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    code = load_recipe().main([*TINY, "--data-root", data_root, "--out", out, "--aug", "standard",
+                               "--eval-suites", "clean", "--device", "cpu"])
+    if code != 0:
+        sys.exit(code)
+
+
+def test_ddp_with_two_gloo_processes(data_root, tmp_path):
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(_free_port(), str(data_root), str(out)), nprocs=2, join=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
+    assert json.loads((out / "report.json").read_text())["suites"]["clean"]["num_images"] == 40
