@@ -36,8 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, DEFAULT_FLOW, environment,
-                    save_grid, write_json)
+from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, save_grid, write_json
 
 from flowaug.augmentation import FlowAug
 from flowaug.augmentation.params import draw_params
@@ -46,7 +45,6 @@ from flowaug.flow import Latents
 from flowaug.pretrained import load_model
 from flowaug.quality import augmentation_quality, border_colour
 
-DEFAULT_CLASSIFIER = REPO / "pretrained" / "cifar10-classifier.pt"
 REPLAY_TOLERANCE = 1e-4
 GRID_BATCH = 64
 MAX_GRID_BYTES = 200 * 1024  # CIFAR tiles compress poorly (~2-3 KB each): keep grids small
@@ -54,18 +52,7 @@ MAX_GRID_BYTES = 200 * 1024  # CIFAR tiles compress poorly (~2-3 KB each): keep 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default=DEFAULT_FLOW,
-                        help="flow checkpoint path or registry name (default: runs/flow-cpu-small/flow.pt "
-                             "if it exists, else the registry's cifar10)")
-    parser.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER.relative_to(REPO))
-                        if DEFAULT_CLASSIFIER.is_file() else "cifar10-classifier",
-                        help="reference classifier checkpoint path or registry name")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--images", type=int, default=1000, help="first N test images")
-    parser.add_argument("--batch-size", type=int, default=256, help="FlowAug batch (donors come from it)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
-    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
-    parser.add_argument("--seed", type=int, default=0)
+    add_quality_args(parser)
     parser.add_argument("--grid-columns", type=int, default=6, help="images per grid row")
     parser.add_argument("--grid-draws", type=int, default=4, help="augmentation rows per grid (per temperature "
                         "for prior: half of it, at least 1)")

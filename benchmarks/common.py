@@ -4,6 +4,7 @@ Not a package module: the scripts put ``benchmarks/`` on ``sys.path`` by running
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -92,3 +93,16 @@ def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
     ax.set_title(title, fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+def add_quality_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the quality benchmarks: what to measure, on which data, with which seed."""
+    parser.add_argument("--flow", default=DEFAULT_FLOW, help="flow checkpoint path or registry name (default: cifar10)")
+    parser.add_argument("--classifier", default="cifar10-classifier",
+                        help="reference classifier checkpoint path or registry name")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--images", type=int, default=1000, help="first N test images")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
+    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
+    parser.add_argument("--batch-size", type=int, default=256, help="images per flow batch (donors come from it)")
+    parser.add_argument("--seed", type=int, default=0)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from common import DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, DEFAULT_FLOW, environment, save_grid, write_json
+from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, save_grid, write_json
 
 from flowaug.errors import FlowaugError
 from flowaug.flow import PRESETS, DecoupledFlow
@@ -148,18 +148,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default=DEFAULT_FLOW, help="flow checkpoint path or pretrained name")
-    parser.add_argument("--classifier", default="cifar10-classifier",
-                        help="classifier checkpoint path or pretrained name")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--images", type=int, default=1000, help="test images for round trip and swap measures")
+    add_quality_args(parser)
     parser.add_argument("--bpd-images", type=int, default=10000, help="test images for bits/dim")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
-    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
-    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--cost-batch", type=int, default=256)
     parser.add_argument("--cost-repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "flow_quality.json")
     args = parser.parse_args()

@@ -1,8 +1,11 @@
 """Shared fixtures: the offline data in ``../shared/data`` and synthetic datasets in the official formats."""
 from __future__ import annotations
 
+import importlib.util
 import pickle
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -120,3 +123,13 @@ class SyntheticCifar:
 def synthetic(tmp_path: Path) -> SyntheticCifar:
     """A :class:`SyntheticCifar` writing under a fresh ``tmp_path`` data root (seed 0)."""
     return SyntheticCifar(tmp_path)
+
+
+def load_recipe(name: str) -> ModuleType:
+    """Import ``recipes/<name>.py`` (recipes are scripts, not a package) as module ``<name>_recipe``."""
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module

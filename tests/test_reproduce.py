@@ -1,13 +1,13 @@
 """recipes/reproduce.py: skipping finished runs and aggregating fabricated report.json files."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from conftest import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "reproduce.py"
 DATA = "CIFAR-10 (JPEG-q75 proxy)"
@@ -15,11 +15,7 @@ DATA = "CIFAR-10 (JPEG-q75 proxy)"
 
 @pytest.fixture(scope="module")
 def reproduce() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reproduce_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("reproduce")
 
 
 def fake_report(clean: float, macro_std: float, worst: float, c_mean: float | None, seconds: float) -> dict:

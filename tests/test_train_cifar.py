@@ -6,7 +6,6 @@ synthetic CIFAR-10-C folder with all 19 corruptions.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,26 +19,18 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import load_recipe
 from flowaug.data import ALL_CORRUPTIONS
 from flowaug.flow import DecoupledFlow, get_preset
 from flowaug.flow.model import save_flow
 from flowaug.models import build_classifier, load_classifier
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_cifar.py"
 TINY = ["--profile", "smoke", "--batch-size", "32", "--epochs", "2"]
-
-
-def load_recipe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_cifar_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def recipe() -> ModuleType:
-    return load_recipe()
+    return load_recipe("train_cifar")
 
 
 @pytest.fixture
@@ -157,7 +148,7 @@ def _ddp_worker(rank: int, port: int, data_root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE="2")
     torch.set_num_threads(1)
-    code = load_recipe().main([*TINY, "--data-root", data_root, "--out", out, "--aug", "standard",
+    code = load_recipe("train_cifar").main([*TINY, "--data-root", data_root, "--out", out, "--aug", "standard",
                                "--eval-suites", "clean", "--device", "cpu"])
     if code != 0:
         sys.exit(code)
