@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import kornia.augmentation as K
 import pytest
 import torch
 from torch import nn
@@ -224,6 +225,12 @@ def test_works_inside_torchvision_compose(flow, images):
     out = pipeline(images)
     expected = FlowAug(flow, p=1.0, generator=0)(images).flip(-1)
     torch.testing.assert_close(out, expected)
+
+
+def test_works_next_to_kornia_ops(flow, images):
+    pipeline = nn.Sequential(FlowAug(flow, p=1.0, generator=0), K.RandomHorizontalFlip(p=1.0))
+    expected = FlowAug(flow, p=1.0, generator=0)(images).flip(-1)
+    torch.testing.assert_close(pipeline(images), expected)
 
 
 class PerSampleDataset(Dataset):
