@@ -154,9 +154,11 @@ class FlowAug(nn.Module):
             return batch
         if not batch.is_floating_point():
             raise TypeError(f"FlowAug expects float images in [0, 1] or uint8 images, got dtype {batch.dtype}")
-        if not torch.isfinite(batch).all():
+        # One device sync per batch for all three checks (this runs every training step).
+        checks = torch.stack([torch.isfinite(batch).all().to(batch.dtype), batch.amin(), batch.amax()])
+        finite, low, high = checks.tolist()
+        if not finite:
             raise ValueError("FlowAug input contains NaN or infinite values")
-        low, high = batch.min().item(), batch.max().item()
         if low < 0.0 or high > 1.0:
             raise ValueError(
                 f"FlowAug expects float images in [0, 1], got values in [{low:.3f}, {high:.3f}]; "
