@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from flowaug.errors import CheckpointError
 
@@ -62,13 +63,27 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
+_PROGRESS_MIN_BYTES = 32 << 20
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks; a tqdm bar (stderr) is shown for files over 32 MiB."""
+    path = Path(path)
+    digest = hashlib.new(algorithm)
+    size = path.stat().st_size
+    with open(path, "rb") as f, tqdm(
+        total=size, unit="B", unit_scale=True, desc=f"{algorithm} {path.name}",
+        disable=size < _PROGRESS_MIN_BYTES, leave=False,
+    ) as bar:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
+            bar.update(len(chunk))
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file."""
+    return file_digest(path, "sha256")
 
 
 def read_checkpoint(path: str | os.PathLike, format_tag: str, version: int, what: str,

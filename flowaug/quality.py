@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowaug.augmentation.params import MODES
 from flowaug.flow.model import DecoupledFlow, Latents
 
-MODES = ("swap", "prior", "mix")
 REDUCTIONS = ("mean", "none")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grayscale weights
 FLAT_STD = 1e-6  # a reference whose std is below this is "constant" (correlation undefined)

@@ -38,7 +38,7 @@ from flowaug.errors import DatasetNotFoundError, FlowaugError
 from flowaug.evaluation import SUITES, evaluate
 from flowaug.fileio import atomic_write_text
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
-from flowaug.pretraining.loop import seeded_generator
+from flowaug.seeding import seeded_generator
 from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
     save_train_state, train_epoch
 

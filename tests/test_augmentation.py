@@ -46,10 +46,10 @@ class ColourFlow(nn.Module):
         self.config = get_preset("tiny")
         self.anchor = nn.Parameter(torch.zeros(()))
 
-    def encode_nuisance(self, x: torch.Tensor) -> torch.Tensor:
+    def encode_nuisance(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3))[:, None]
 
-    def encode(self, x: torch.Tensor) -> Latents:
+    def encode(self, x: torch.Tensor, validate: bool = True) -> Latents:
         return Latents(x.flatten(1), self.encode_nuisance(x))
 
     def decode(self, latents: Latents) -> torch.Tensor:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from flowaug.cli import main
-from flowaug.data.checksums import KNOWN_CHECKSUMS, file_digest
+from flowaug.data.checksums import KNOWN_CHECKSUMS
+from flowaug.fileio import file_digest
 
 SHARED_FILES = {
     "CIFAR-10 (JPEG-q75 proxy npz)": "cifar10/cifar10_jpeg_q75.npz",

@@ -242,7 +242,7 @@ class FlowAug(nn.Module):
     def _latents_of(self, images: Tensor, which: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
         """Semantic latents (S, 3HW) and own nuisance codes (S, d) of batch images ``which``."""
         if rows is None:
-            return self.flow.encode(images[which.to(images.device)])
+            return self.flow.encode(images[which.to(images.device)], validate=False)  # checked in forward
         cached = rows[which].to(self.cache.semantic.device)
         return (self.cache.semantic[cached].to(images.device, torch.float32),
                 self.cache.nuisance[cached].to(images.device))
@@ -250,7 +250,7 @@ class FlowAug(nn.Module):
     def _nuisance_of(self, images: Tensor, which: Tensor, rows: Tensor | None) -> Tensor:
         """Nuisance codes (S, d) of batch images ``which`` (posterior means)."""
         if rows is None:
-            return self.flow.encode_nuisance(images[which.to(images.device)])
+            return self.flow.encode_nuisance(images[which.to(images.device)], validate=False)
         return self.cache.nuisance[rows[which].to(self.cache.nuisance.device)].to(images.device)
 
     def _new_nuisance(self, images: Tensor, selected: Tensor, own: Tensor, params: AugmentParams,

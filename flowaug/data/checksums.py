@@ -1,11 +1,10 @@
-"""Known checksums of dataset files (relative to the data root) and file hashing with progress."""
+"""Known checksums of dataset files (relative to the data root)."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from flowaug.fileio import file_digest
 
 # Relative path under the data root -> (algorithm, hex digest).
 # md5: the values torchvision's ``datasets/cifar.py`` checks for the official pickles.
@@ -38,24 +37,6 @@ CIFAR_TARBALLS: dict[str, tuple[str, str]] = {
     "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
     "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
 }
-
-_PROGRESS_MIN_BYTES = 32 << 20
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
-    """Hex digest of a file, read in chunks; a tqdm bar (stderr) is shown for files over 32 MiB."""
-    path = Path(path)
-    digest = hashlib.new(algorithm)
-    size = path.stat().st_size
-    with open(path, "rb") as f, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"{algorithm} {path.name}",
-        disable=size < _PROGRESS_MIN_BYTES, leave=False,
-    ) as bar:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
-
 
 def known_checksum(relative_path: str) -> tuple[str, str] | None:
     """``(algorithm, hex digest)`` known for a file under the data root, or ``None``."""

@@ -17,9 +17,10 @@ import numpy as np
 
 from flowaug.data.base import validate_labels
 from flowaug.data.cifar import CIFAR10, CIFAR100, READ_ERRORS, cifar_spec
-from flowaug.data.checksums import KNOWN_CHECKSUMS, file_digest
+from flowaug.data.checksums import KNOWN_CHECKSUMS
 from flowaug.data.paths import resolve_data_root
 from flowaug.errors import ChecksumMismatchError, DataFormatError, DatasetNotFoundError
+from flowaug.fileio import file_digest
 
 NUM_SUBGROUPS = 8
 AUTHORS_REPO = (

@@ -200,17 +200,22 @@ class DecoupledFlow(nn.Module):
         """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
         return self.loss(x, generator, kl_weight)
 
-    def encode(self, x: Tensor) -> Latents:
-        """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise."""
-        self._check_images(x)
+    def encode(self, x: Tensor, validate: bool = True) -> Latents:
+        """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise.
+
+        ``validate=False`` skips the input checks, for callers that already made them (FlowAug,
+        every training step)."""
+        if validate:
+            self._check_images(x)
         g, _ = self.encoder(x - 0.5)
         eps, _ = self._to_latent(x - 0.5, g)
         return Latents(eps, g)
 
-    def encode_nuisance(self, x: Tensor) -> Tensor:
+    def encode_nuisance(self, x: Tensor, validate: bool = True) -> Tensor:
         """Posterior-mean nuisance codes (B, d) of x (B,3,S,S) in [0,1]; cheaper than :meth:`encode`
-        (only the posterior encoder runs)."""
-        self._check_images(x)
+        (only the posterior encoder runs). ``validate`` as in :meth:`encode`."""
+        if validate:
+            self._check_images(x)
         return self.encoder(x - 0.5)[0]
 
     def decode(self, latents: Latents) -> Tensor:

@@ -42,6 +42,7 @@ from flowaug.flow import DecoupledFlow, FlowConfig, get_preset, save_flow
 from flowaug.flow.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from flowaug.pretraining.datasets import load_pretrain_data
 from flowaug.pretraining.samples import write_sample_grids
+from flowaug.seeding import seeded_generator
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "flow.pt"
@@ -153,13 +154,6 @@ def lr_at(step: int, total_steps: int, cfg: PretrainConfig) -> float:
 def kl_weight_at(step: int, cfg: PretrainConfig) -> float:
     """KL weight at global ``step``: linear from 0 to 1 over ``cfg.kl_warmup_steps`` (1 without warm-up)."""
     return min(1.0, step / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
-
-
-def seeded_generator(device: torch.device | str, *words: int) -> torch.Generator:
-    """A generator on ``device`` seeded from the non-negative ints ``words`` (via numpy's SeedSequence)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0]))
-    return generator
 
 
 @dataclass

@@ -7,9 +7,9 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
+from flowaug.data.cifar_c import SEVERITIES
 from flowaug.data.corruptions.params import PARAMS
 
-SEVERITIES = (1, 2, 3, 4, 5)
 CorruptionFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 REGISTRY: dict[str, CorruptionFn] = {}
 
