@@ -22,6 +22,8 @@ autoaugment               kornia ``AutoAugment("cifar10")``        } ONE sub-pol
 trivialaugment            kornia ``TrivialAugment()``              } are called once per image
 augmix                    torchvision ``v2.AugMix()`` once per image on uint8 (it shares its op
                           chains across a batched call)
+                          (these four: :class:`flowaug.per_image.PerImage`, on the CPU, one seed
+                          per image, ``AugmentContext.workers`` processes)
 mixup / cutmix            torchvision ``v2.MixUp(alpha=1)`` / ``v2.CutMix(alpha=1)``: one mixing
                           weight per batch (the standard formulation), partner = the next image in
                           the (shuffled) batch; labels become soft (B, C) targets that
@@ -30,7 +32,8 @@ mixup / cutmix            torchvision ``v2.MixUp(alpha=1)`` / ``v2.CutMix(alpha=
 
 Per-sample cost of the auto policies: calling kornia once per image instead of once per batch
 costs about 15x the augmentation time (RandAugment, 256 images, one CPU thread: 0.42 s instead
-of 0.03 s); the recipes report augmentation time separately so the cost is visible.
+of 0.03 s); the recipes report augmentation time separately so the cost is visible, and
+``--aug-workers N`` spreads the loop over N processes.
 
 A composition is applied in a fixed stage order whatever the order of the names (:data:`STAGES`):
 FlowAug first (it needs untouched images and integer labels), then geometric (standard), then
@@ -39,6 +42,7 @@ colour and policies, then label mixing (mixup/cutmix last, as they make labels s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import kornia.augmentation as K
@@ -48,6 +52,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from flowaug.augmentation import FlowAug
+from flowaug.per_image import PerImage
 from flowaug.pretrained import load_model
 from flowaug.training import BatchAugment, CropFlip
 
@@ -86,31 +91,12 @@ class Geometric:
 
 @dataclass
 class Kornia:
-    """A kornia augmentation; ``per_image`` calls it once per image (for policies that draw per call)."""
-
-    op: nn.Module
-    per_image: bool = False
-
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        def run() -> Tensor:
-            if not self.per_image:
-                return self.op(images)
-            return torch.cat([self.op(image[None]) for image in images])
-        return _seeded(images, generator, run).clamp(0.0, 1.0).to(images.dtype), labels
-
-
-@dataclass
-class AugMixPerImage:
-    """torchvision ``v2.AugMix`` applied to each image separately, on uint8 as torchvision intends."""
+    """A kornia augmentation that draws its parameters per sample in one batched call."""
 
     op: nn.Module
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        as_uint8 = (images * 255.0).round().to(torch.uint8)
-
-        def run() -> Tensor:
-            return torch.stack([self.op(image) for image in as_uint8])
-        return (_seeded(images, generator, run).float() / 255.0).to(images.dtype), labels
+        return _seeded(images, generator, lambda: self.op(images)).clamp(0.0, 1.0).to(images.dtype), labels
 
 
 @dataclass
@@ -148,6 +134,7 @@ class AugmentContext:
     flowaug_p: float = 0.5
     flowaug_mode: str = "swap"
     device: str | torch.device = "cpu"
+    workers: int = 0   # processes for the per-image policies (flowaug.per_image.PerImage)
 
 
 @dataclass(frozen=True)
@@ -172,10 +159,12 @@ AUGMENTATIONS: dict[str, Baseline] = {
     "flowaug": Baseline(STAGES["semantic"], lambda ctx: _flowaug(ctx)),
     "standard": Baseline(STAGES["geometric"], lambda ctx: Geometric(CropFlip())),
     "colorjitter": Baseline(STAGES["colour"], lambda ctx: Kornia(K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8))),
-    "randaugment": Baseline(STAGES["colour"], lambda ctx: Kornia(RandAugment(n=2, m=10), per_image=True)),
-    "autoaugment": Baseline(STAGES["colour"], lambda ctx: Kornia(AutoAugment("cifar10"), per_image=True)),
-    "trivialaugment": Baseline(STAGES["colour"], lambda ctx: Kornia(TrivialAugment(), per_image=True)),
-    "augmix": Baseline(STAGES["colour"], lambda ctx: AugMixPerImage(v2.AugMix())),
+    "randaugment": Baseline(STAGES["colour"], lambda ctx: PerImage(partial(RandAugment, n=2, m=10),
+                                                                   workers=ctx.workers)),
+    "autoaugment": Baseline(STAGES["colour"], lambda ctx: PerImage(partial(AutoAugment, "cifar10"),
+                                                                   workers=ctx.workers)),
+    "trivialaugment": Baseline(STAGES["colour"], lambda ctx: PerImage(TrivialAugment, workers=ctx.workers)),
+    "augmix": Baseline(STAGES["colour"], lambda ctx: PerImage(v2.AugMix, uint8=True, workers=ctx.workers)),
     "mixup": Baseline(STAGES["mixing"], lambda ctx: LabelMixing(v2.MixUp(alpha=1.0, num_classes=ctx.num_classes))),
     "cutmix": Baseline(STAGES["mixing"], lambda ctx: LabelMixing(v2.CutMix(alpha=1.0, num_classes=ctx.num_classes))),
 }

@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bfloat16 autocast (default: profile)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: profile")
     parser.add_argument("--train-images", type=int, help="train on the first N images (default: profile)")
+    parser.add_argument("--aug-workers", type=int, default=0,
+                        help="processes for the per-image policies (randaugment, autoaugment, trivialaugment, "
+                             "augmix); 0: in the training process")
     parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -162,7 +165,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     images, labels = train_set.images[:args.train_images], train_set.labels[:args.train_images]
     x_all, y_all = as_image_tensor(images, device), as_label_tensor(labels, len(images), device)
     num_classes = len(train_set.classes)
-    augment = build_augment(args.aug, AugmentContext(num_classes, args.flow, FLOWAUG_P, FLOWAUG_MODE, device))
+    augment = build_augment(args.aug, AugmentContext(num_classes, args.flow, FLOWAUG_P, FLOWAUG_MODE, device,
+                                                          args.aug_workers))
     torch.manual_seed(args.seed)  # the model's initial weights
     model = build_classifier(args.model, num_classes)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -224,6 +228,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                         "eval_seconds": time.perf_counter() - eval_start,
                         "this_process_wall_seconds": time.perf_counter() - started}
     report["config"] = config
+    report["hardware"] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                          f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+                          "cpu_threads": torch.get_num_threads(), "torch": str(torch.__version__)}
     report["final_epoch"] = history[-1]
     atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
     for name, entry in report["suites"].items():

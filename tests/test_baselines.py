@@ -2,11 +2,14 @@
 reproducible from the generator alone, and compositions run in stage order."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
-from flowaug.baselines import AUGMENTATIONS, AugmentContext, Kornia, build_augment, parse_augmentations
+from flowaug.baselines import AUGMENTATIONS, AugmentContext, build_augment, parse_augmentations
+from flowaug.per_image import PerImage
 from flowaug.flow import DecoupledFlow, get_preset
 
 BATCH = 6
@@ -73,22 +76,36 @@ class RecordingOp(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[int] = []
+        self.calls: list[tuple[int, ...]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(len(x))
+        self.calls.append(tuple(x.shape))
         return x * 0.5 + torch.rand(()) * 0.5
 
 
 def test_per_image_calls_the_policy_once_per_image(images, labels):
     op = RecordingOp()
-    out, _ = Kornia(op, per_image=True)(images, labels, generator(0))
-    assert op.calls == [1] * BATCH
+    out, _ = PerImage(lambda: op)(images, labels, generator(0))
+    assert op.calls == [(3, 32, 32)] * BATCH, "one call per image"
     offsets = (out - images * 0.5).flatten(1)[:, 0]
     assert len(set(offsets.tolist())) == BATCH, "each image must get its own draw"
-    op.calls.clear()
-    Kornia(op)(images, labels, generator(0))
-    assert op.calls == [BATCH]
+
+
+@pytest.mark.parametrize("name", ["randaugment", "augmix"])
+def test_per_image_workers_give_the_same_result_as_in_process(name, images, labels, context):
+    in_process = build_augment(name, context)
+    with_workers = build_augment(name, dataclasses.replace(context, workers=2))
+    try:
+        expected, _ = in_process(images, labels, generator(3))
+        out, _ = with_workers(images, labels, generator(3))
+    finally:
+        with_workers.steps[0].close()
+    assert torch.equal(out, expected) and not torch.equal(out, images)
+
+
+def test_per_image_rejects_negative_workers():
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        PerImage(RecordingOp, workers=-1)
 
 
 @pytest.mark.parametrize("spec, order", [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -19,12 +20,14 @@ def reproduce() -> ModuleType:
 
 
 def fake_report(clean: float, macro_std: float, worst: float, c_mean: float | None, seconds: float) -> dict:
-    """The parts of a train_cifar.py report.json that the aggregation reads."""
+    """The parts of a train_cifar.py report.json that the aggregation reads (two subgroups)."""
     suites = {"clean": {"accuracy": clean, "description": DATA},
-              "cifar10b": {"accuracy": clean, "macro_std": macro_std, "worst_group": {"subgroup_accuracy": worst}}}
+              "cifar10b": {"accuracy": clean, "macro_std": macro_std, "worst_group": {"subgroup_accuracy": worst},
+                           "subgroup_accuracy": {"0": worst, "1": clean}}}
     if c_mean is not None:
         suites["cifar10c"] = {"summary": {"benchmark": {"mean": c_mean}}}
-    return {"dataset": "cifar10", "suites": suites, "timing": {"train_seconds": seconds}}
+    return {"dataset": "cifar10", "suites": suites, "timing": {"train_seconds": seconds, "augment_seconds": seconds / 4},
+            "hardware": {"device": "toy CPU"}}
 
 
 @pytest.fixture
@@ -56,22 +59,70 @@ def test_aggregates_mean_and_sample_std_over_seeds(reproduce, sweep):
     assert flowaug["cifar_c_accuracy"] == {"mean": None, "std": None, "n": 0}
     assert results["data"] == DATA
     table = (sweep.results_dir / "toy.md").read_text()
-    assert "| `standard` | 2 | 81.00 ± 1.41 | 12.00 ± 2.83 | 62.00 ± 2.83 | 52.00 ± 2.83 | n/a | 11.0 ± 1.4 |" in table
-    assert "| `standard,flowaug` | 1 | 81.00 ± n/a | 8.00 ± n/a | 70.00 ± n/a | n/a | n/a | 15.0 ± n/a |" in table
-    assert DATA in table
+    assert ("| `standard` | 2 | 81.00 ± 1.41 | 12.00 ± 2.83 | 62.00 ± 2.83 | 52.00 ± 2.83 | n/a | 11.0 ± 1.4 "
+            "| 2.8 ± 0.4 |") in table
+    assert "| `standard,flowaug` | 1 | 81.00 ± n/a | 8.00 ± n/a | 70.00 ± n/a | n/a | n/a | 15.0 ± n/a | 3.8 ± n/a |" in table
+    assert "| `standard` | 62.0 ± 2.8 | 81.0 ± 1.4 |" in table, "per-subgroup table"
+    assert DATA in table and "trained on: toy CPU" in table
     assert json.loads((sweep.results_dir / "toy.json").read_text()) == json.loads(json.dumps(results))
     assert (sweep.results_dir / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sweep_skips_finished_runs_and_resumes_the_rest(reproduce, sweep, monkeypatch):
-    commands = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, check: commands.append(command))
-    started = reproduce.run_sweep(sweep)
+class FakeTraining:
+    """Stands in for subprocess.Popen of train_cifar.py: records the command and, unless the method is
+    in ``failing``, writes a report.json into its --out folder and exits 0."""
+
+    commands: list[list[str]] = []
+    failing: set[str] = set()
+
+    def __init__(self, command, env, stdout, stderr):
+        self.commands.append(command)
+        self.env = env
+        method, out = command[command.index("--aug") + 1], Path(command[command.index("--out") + 1])
+        self.code = 1 if method in self.failing else 0
+        if not self.code:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.json").write_text(json.dumps(fake_report(70.0, 9.0, 50.0, None, 60.0)))
+
+    def poll(self) -> int:
+        return self.code
+
+
+@pytest.fixture
+def fake_training(reproduce, monkeypatch):
+    FakeTraining.commands, FakeTraining.failing = [], set()
+    monkeypatch.setattr(reproduce.subprocess, "Popen", FakeTraining)
+    return FakeTraining
+
+
+def test_sweep_skips_finished_runs_and_publishes_each_run(reproduce, sweep, fake_training):
+    started = reproduce.run_sweep(sweep, jobs=2, threads=1, poll_seconds=0)
     assert started == [sweep.run_dir("standard,flowaug", 1)]
-    (command,) = commands
+    (command,) = fake_training.commands
     assert command[1] == str(reproduce.TRAIN_SCRIPT)
     assert command[2:] == ["--aug", "standard,flowaug", "--seed", "1", "--profile", "smoke",
                            "--out", str(sweep.run_dir("standard,flowaug", 1)), "--resume", "--data-root", "DATA"]
+    for method, seed in [("standard", 0), ("standard", 1), ("standard,flowaug", 0), ("standard,flowaug", 1)]:
+        published = sweep.published_report(method, seed)
+        assert published.read_bytes() == (sweep.run_dir(method, seed) / "report.json").read_bytes()
+    assert (sweep.run_dir("standard,flowaug", 1) / "train.log").is_file(), "jobs > 1 logs to train.log"
+
+
+def test_published_reports_alone_are_enough_to_skip_and_aggregate(reproduce, sweep, fake_training):
+    reproduce.publish(sweep)
+    shutil.rmtree(sweep.runs_dir)  # a fresh checkout: the runs folder is git-ignored
+    assert reproduce.run_sweep(sweep, poll_seconds=0) == [sweep.run_dir("standard,flowaug", 1)]
+    assert reproduce.aggregate(sweep)["methods"]["standard"]["seeds"] == [0, 1]
+
+
+def test_a_failed_run_is_named_after_the_others_finish(reproduce, sweep, fake_training):
+    shutil.rmtree(sweep.runs_dir)
+    fake_training.failing = {"standard"}
+    with pytest.raises(RuntimeError, match=r"runs failed: standard seed 0 \(exit code 1.*standard seed 1"):
+        reproduce.run_sweep(sweep, jobs=3, poll_seconds=0)
+    assert len(fake_training.commands) == 4
+    assert sweep.published_report("standard,flowaug", 1).is_file()
+    assert not sweep.published_report("standard", 0).is_file()
 
 
 def test_unknown_config_keys_are_rejected(reproduce, tmp_path):
