@@ -24,3 +24,15 @@ def test_flowaug_training_loop_example_runs(shared_file, capsys, monkeypatch):
     assert aug.augmented_count + aug.fallback_count > 0
     assert torch.isfinite(namespace["loss"])
     assert "images augmented" in capsys.readouterr().out
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    """The README opens with two commands; .ci/run runs the install part of the first and the second."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    install_and_main, test_command = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1).strip().splitlines()
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    install = next(line for line in ci_lines if line.startswith("python3 -m venv"))
+    assert install_and_main.startswith(install + " && "), "CI must install exactly as the README says"
+    assert "recipes/train_cifar.py" in install_and_main and "--flow" not in install_and_main, \
+        "the main job trains with the shipped flow (the default)"
+    assert test_command in ci_lines

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from flowaug.augmentation.cache import LatentCache
 from flowaug.augmentation.params import DONORS, MODES, AugmentParams, draw_params
 from flowaug.flow import Latents
+from flowaug.flow.precision import full_fp32
 from flowaug.pretrained import load_model
 
 
@@ -44,7 +45,8 @@ class FlowAug(nn.Module):
     Call ``aug(x)`` or ``aug(x, y)``: x is (B,3,H,W) or (3,H,W), float in [0,1] (any float
     dtype, kept) or uint8 (kept), on any device; the output has x's shape, dtype and
     device. ``y`` ((B,) integer labels) is returned unchanged and enables class-aware
-    donors. No autograd flows through the flow; it runs in fp32 even under autocast.
+    donors. No autograd flows through the flow; it runs in full fp32 even under autocast or with
+    TF32 enabled (:func:`flowaug.flow.precision.full_fp32`).
     A decoded image that is not finite falls back to its input; ``fallback_count``
     counts those, ``augmented_count`` the images that were augmented.
     """
@@ -212,7 +214,7 @@ class FlowAug(nn.Module):
         if selected.numel() == 0:
             return batch.clone()
         images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        with torch.no_grad(), torch.autocast(device_type=batch.device.type, enabled=False):
+        with torch.no_grad(), full_fp32(batch.device.type):
             decoded = self._decode_new_nuisance(images, selected, params, rows, generator)
         originals = images[selected.to(batch.device)]
         finite = torch.isfinite(decoded).flatten(1).all(dim=1)

@@ -31,6 +31,7 @@ from flowaug.fileio import atomic_torch_save, read_checkpoint
 from flowaug.flow.config import FlowConfig
 from flowaug.flow.layers import ActNorm, AffineCoupling, ContextAffine, FlowStep, SplitPriorNet
 from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
+from flowaug.flow.precision import full_fp32
 
 CHECKPOINT_FORMAT = "flowaug-flow"
 CHECKPOINT_VERSION = 1
@@ -180,7 +181,8 @@ class DecoupledFlow(nn.Module):
         Uses uniform dequantisation ``(x*255 + u)/256`` and one sample g ~ q(g|x); all noise
         is drawn from ``generator`` (on the data's device) when given.
         """
-        reconstruction, kl = self._negative_elbo_bits(x, generator)
+        with full_fp32(x.device.type):
+            reconstruction, kl = self._negative_elbo_bits(x, generator)
         return reconstruction + kl
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
@@ -207,8 +209,9 @@ class DecoupledFlow(nn.Module):
         every training step)."""
         if validate:
             self._check_images(x)
-        g, _ = self.encoder(x - 0.5)
-        eps, _ = self._to_latent(x - 0.5, g)
+        with full_fp32(x.device.type):
+            g, _ = self.encoder(x - 0.5)
+            eps, _ = self._to_latent(x - 0.5, g)
         return Latents(eps, g)
 
     def encode_nuisance(self, x: Tensor, validate: bool = True) -> Tensor:
@@ -216,7 +219,8 @@ class DecoupledFlow(nn.Module):
         (only the posterior encoder runs). ``validate`` as in :meth:`encode`."""
         if validate:
             self._check_images(x)
-        return self.encoder(x - 0.5)[0]
+        with full_fp32(x.device.type):
+            return self.encoder(x - 0.5)[0]
 
     def decode(self, latents: Latents) -> Tensor:
         """Images (B,3,S,S) from codes; NOT clamped (exact inverse of :meth:`encode`)."""
@@ -229,7 +233,8 @@ class DecoupledFlow(nn.Module):
         if semantic.shape[0] != nuisance.shape[0]:
             raise ValueError(f"semantic and nuisance batch sizes differ: "
                              f"{semantic.shape[0]} vs {nuisance.shape[0]}")
-        return self._to_data(semantic, nuisance) + 0.5
+        with full_fp32(semantic.device.type):
+            return self._to_data(semantic, nuisance) + 0.5
 
     def sample_nuisance(self, n: int, temperature: float = 1.0,
                         generator: torch.Generator | None = None) -> Tensor:
@@ -245,7 +250,8 @@ class DecoupledFlow(nn.Module):
         device = self.initialized.device
         noise_device = device if generator is None else generator.device
         u = torch.randn(n, self.config.nuisance_dim, generator=generator, device=noise_device)
-        return self.prior.transform(u.to(device) * temperature)
+        with full_fp32(device.type):
+            return self.prior.transform(u.to(device) * temperature)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: Any = "cpu") -> DecoupledFlow:
