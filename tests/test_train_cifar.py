@@ -82,6 +82,7 @@ def test_smoke_run_writes_the_run_folder(recipe, data_root, tiny_flow, tmp_path)
     assert timing["train_seconds"] == pytest.approx(sum(r["seconds"] for r in records))
     assert timing["data_seconds"] + timing["augment_seconds"] + timing["model_seconds"] <= timing["train_seconds"]
     assert load_classifier(out / "model.pt").meta["aug"] == ["flowaug", "standard", "colorjitter"]
+    assert report["hardware"]["device"].startswith("CPU") and report["hardware"]["torch"] == torch.__version__
 
 
 def test_resume_continues_exactly(recipe, data_root, tmp_path):
