@@ -24,33 +24,17 @@ from torch import Tensor, nn
 
 from flowaug.augmentation.params import MODES
 from flowaug.flow.model import DecoupledFlow, Latents
+from flowaug.validation import check_float_images
 
 REDUCTIONS = ("mean", "none")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grayscale weights
 FLAT_STD = 1e-6  # a reference whose std is below this is "constant" (correlation undefined)
 
 
-def _check_images(name: str, x: Tensor, allow_nonfinite: bool = False) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be float in [0, 1], got dtype {x.dtype} (convert uint8 with x.float() / 255)")
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (B, 3, H, W) with B >= 1, got {tuple(x.shape)}")
-    if allow_nonfinite:
-        return
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or Inf values; measure finiteness with finite_fraction "
-                         f"and replace non-finite images first")
-    low, high = x.min().item(), x.max().item()
-    if low < 0 or high > 1:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}] (clamp first)")
-
-
 def _check_same(reference_name: str, reference: Tensor, **others: Tensor) -> None:
-    _check_images(reference_name, reference)
+    check_float_images(reference, reference_name)
     for name, x in others.items():
-        _check_images(name, x)
+        check_float_images(x, name)
         if x.shape != reference.shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)} but {reference_name} has "
                              f"{tuple(reference.shape)}; they must match")
@@ -92,7 +76,7 @@ def border_colour(x: Tensor, width: int = 4) -> Tensor:
     x: (B, 3, H, W) in [0, 1] with ``2 * width < min(H, W)``. Returns (B, 3) in [0, 1],
     same device and dtype as ``x``.
     """
-    _check_images("x", x)
+    check_float_images(x, "x")
     height, wide = x.shape[-2:]
     if isinstance(width, bool) or not isinstance(width, int) or width < 1 or 2 * width >= min(height, wide):
         raise ValueError(f"width must be an int with 1 <= width and 2 * width < {min(height, wide)} "
@@ -187,7 +171,7 @@ def _finite_images(x: Tensor) -> Tensor:
 
 def finite_fraction(x: Tensor) -> float:
     """Fraction of the B images (B, 3, H, W) whose values are all finite (NaN/Inf allowed in x)."""
-    _check_images("x", x, allow_nonfinite=True)
+    check_float_images(x, "x", finite=False)
     return _finite_images(x).double().mean().item()
 
 
@@ -254,7 +238,7 @@ def round_trip_error(flow: DecoupledFlow, x: Tensor, batch_size: int = 256) -> f
 
     x: (B, 3, S, S) in [0, 1] on any device (moved batch-wise to the flow's device).
     """
-    _check_images("x", x)
+    check_float_images(x, "x")
     _check_batch_size(batch_size)
     decoded = _decode_all(flow, _encode_all(flow, x, batch_size), batch_size).to(x.device)
     if not torch.isfinite(decoded).all():
@@ -323,7 +307,7 @@ def swap_decode(flow: DecoupledFlow, images: Tensor, *, mode: str = "swap", temp
     low, high = mix_range
     if not 0 <= low <= high <= 1:
         raise ValueError(f"mix_range must satisfy 0 <= low <= high <= 1, got {mix_range!r}")
-    _check_images("images", images)
+    check_float_images(images, "images")
     _check_batch_size(batch_size)
     n, device = images.shape[0], flow.initialized.device
     if mode == "prior":
@@ -383,7 +367,7 @@ def measure_decoded(decoded: SwapDecode, images: Tensor, labels: Tensor, classif
     None), images (N), finite_fraction (of the raw decodes, before the fallback) and
     nonfinite_replaced (how many outputs fell back to their original).
     """
-    _check_images("images", images)
+    check_float_images(images, "images")
     _check_labels(labels, images.shape[0])
     if decoded.output.shape != images.shape:
         raise ValueError(f"decoded outputs have shape {tuple(decoded.output.shape)} but images have "
@@ -406,7 +390,7 @@ def swap_quality(flow: DecoupledFlow, images: Tensor, labels: Tensor, classifier
     images: (N, 3, S, S) float in [0, 1]; labels: (N,) class ids; classifier: a fixed reference
     classifier (float [0, 1] images -> logits). Deterministic for a given generator state.
     """
-    _check_images("images", images)
+    check_float_images(images, "images")
     _check_labels(labels, images.shape[0])
     decoded = swap_decode(flow, images, mode=mode, temperature=temperature, mix_range=mix_range,
                           generator=generator, batch_size=batch_size)

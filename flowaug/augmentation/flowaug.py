@@ -15,6 +15,7 @@ from flowaug.augmentation.params import DONORS, MODES, AugmentParams, draw_param
 from flowaug.flow import Latents
 from flowaug.flow.precision import full_fp32
 from flowaug.pretrained import load_model
+from flowaug.validation import check_finite_unit_range
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -156,16 +157,7 @@ class FlowAug(nn.Module):
             return batch
         if not batch.is_floating_point():
             raise TypeError(f"FlowAug expects float images in [0, 1] or uint8 images, got dtype {batch.dtype}")
-        # One device sync per batch for all three checks (this runs every training step).
-        checks = torch.stack([torch.isfinite(batch).all().to(batch.dtype), batch.amin(), batch.amax()])
-        finite, low, high = checks.tolist()
-        if not finite:
-            raise ValueError("FlowAug input contains NaN or infinite values")
-        if low < 0.0 or high > 1.0:
-            raise ValueError(
-                f"FlowAug expects float images in [0, 1], got values in [{low:.3f}, {high:.3f}]; "
-                "apply FlowAug before normalisation"
-            )
+        check_finite_unit_range(batch, "FlowAug input", hint="; apply FlowAug before normalisation")
         return batch
 
     def _validated_labels(self, y: Tensor | None, batch_size: int, unbatched: bool) -> Tensor | None:

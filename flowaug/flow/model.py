@@ -32,6 +32,7 @@ from flowaug.flow.config import FlowConfig
 from flowaug.flow.layers import ActNorm, AffineCoupling, ContextAffine, FlowStep, SplitPriorNet
 from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
 from flowaug.flow.precision import full_fp32
+from flowaug.validation import check_float_images
 
 CHECKPOINT_FORMAT = "flowaug-flow"
 CHECKPOINT_VERSION = 1
@@ -88,22 +89,7 @@ class DecoupledFlow(nn.Module):
         return 3 * self.config.image_size ** 2
 
     def _check_images(self, x: Tensor) -> None:
-        size = self.config.image_size
-        if not isinstance(x, Tensor):
-            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype} "
-                             f"(convert uint8 with x.float() / 255)")
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
-            raise ValueError(f"images must have shape (B, 3, {size}, {size}) for this flow "
-                             f"(config.image_size={size}), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("empty image batch")
-        if not torch.isfinite(x).all():
-            raise ValueError("images contain NaN or Inf values")
-        low, high = x.min().item(), x.max().item()
-        if low < 0 or high > 1:
-            raise ValueError(f"images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+        check_float_images(x, "images", size=self.config.image_size)
 
     def _check_generator(self, generator: torch.Generator | None, device: torch.device) -> None:
         if generator is not None and generator.device.type != device.type:
