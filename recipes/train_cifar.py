@@ -9,8 +9,9 @@ Every method gets the same model, epochs, schedule and seeds; only ``--aug`` dif
 how each draws per sample: :mod:`flowaug.baselines`). The run folder ``--out`` holds
 ``config.json``, ``metrics.jsonl`` (one line per epoch), ``train_state.pt`` (for ``--resume``),
 ``model.pt`` (:func:`flowaug.save_classifier`) and ``report.json``: the :func:`flowaug.evaluate`
-report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C when its folder
-exists, official or from ``flowaug make-cifar-c`` via ``--c-dir``; CIFAR-10.1 when present) plus
+report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C from the official
+files under the data root or ``--c-dir``, else generated first by ``flowaug make-cifar-c`` from the
+first ``--c-limit`` test images unless ``--no-make-c``; CIFAR-10.1 when present) plus
 the wall time split into data, augmentation, model and evaluation. ``FLOWAUG_THREADS`` sets
 torch's CPU threads (default: torch's choice).
 """
@@ -34,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from flowaug.baselines import AugmentContext, build_augment
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
+from flowaug.data.make_cifar_c import generate_from_test_split
 from flowaug.errors import DatasetNotFoundError, FlowaugError
 from flowaug.evaluation import SUITES, evaluate
 from flowaug.fileio import atomic_write_text
@@ -99,7 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; continue with --resume)")
     parser.add_argument("--eval-suites", nargs="+", help="default: clean, B, C and 10.1 where their files exist")
-    parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (e.g. from `flowaug make-cifar-c`)")
+    parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (official or from `flowaug make-cifar-c`); "
+                                                   "default: the official folder under the data root")
+    parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
+                        help="when the CIFAR-C folder has no files, generate them first with `flowaug make-cifar-c` "
+                             "(first --c-limit test images; default --c-dir runs/cifar-c/<dataset>-first<N>)")
     parser.add_argument("--eval-limit", type=int, help="evaluate the first N images of every set (default: profile)")
     parser.add_argument("--c-limit", type=int,
                         help="first N images of every CIFAR-C corruption x severity block (default: profile, "
@@ -115,10 +121,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def cifar_c_folder(args: argparse.Namespace) -> Path | None:
+    """The CIFAR-C folder to evaluate on: ``--c-dir``, else the official one under the data root, else
+    ``runs/cifar-c/<dataset>-first<N>``; generated now from the first N = ``--c-limit`` test images
+    when it holds no ``labels.npy`` and ``--make-c`` is on (about 33 s per 1,000 images on one CPU
+    core); None when there is none."""
+    official = cifar_c_dir(args.dataset, args.data_root)
+    if args.c_dir is None and (official / "labels.npy").is_file():
+        return official
+    limit = args.c_limit or args.eval_limit
+    folder = args.c_dir or Path("runs/cifar-c") / f"{args.dataset}-{'all' if limit is None else f'first{limit}'}"
+    if not (folder / "labels.npy").is_file():
+        if not args.make_c:
+            return None
+        generate_from_test_split(args.dataset, args.data_root, folder, limit, workers=os.cpu_count() or 1)
+    return folder
+
+
 def default_suites(dataset: str, data_root: str | None, c_dir: Path | None) -> list[str]:
-    """Clean and CIFAR-B always; CIFAR-C when its folder has labels.npy; CIFAR-10.1 when present."""
+    """Clean and CIFAR-B always; CIFAR-C when there is a folder for it; CIFAR-10.1 when present."""
     suites = ["clean", f"{dataset}b"]
-    if ((c_dir or cifar_c_dir(dataset, data_root)) / "labels.npy").is_file():
+    if c_dir is not None:
         suites.append(f"{dataset}c")
     if dataset == "cifar10":
         try:
@@ -193,6 +216,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                       "host": platform.node()}, indent=2) + "\n", out / "config.json")
         print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {augment}, "
               f"{world_size} process(es) on {device}, out {out}")
+    wants_c = args.eval_suites is None or any(SUITES[name].kind == "corruptions" for name in args.eval_suites)
+    c_dir = cifar_c_folder(args) if is_main and wants_c else None  # before training: a failure costs nothing
+    if is_main and args.eval_suites and wants_c and c_dir is None:
+        missing = args.c_dir or cifar_c_dir(args.dataset, args.data_root)
+        raise DatasetNotFoundError(f"--eval-suites asks for CIFAR-C but {missing} has no labels.npy; "
+                                   "pass --c-dir or drop --no-make-c")
 
     last_epoch = min(args.epochs, args.stop_after or args.epochs)
     for epoch in range(len(history) + 1, last_epoch + 1):
@@ -214,13 +243,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model.to(memory_format=torch.contiguous_format).eval()
     save_classifier(model, out / "model.pt", args.model, num_classes, meta=config)
     eval_start = time.perf_counter()
-    suites = args.eval_suites or default_suites(args.dataset, args.data_root, args.c_dir)
+    suites = args.eval_suites or default_suites(args.dataset, args.data_root, c_dir)
     corrupted = [name for name in suites if SUITES[name].kind == "corruptions"]
     report = evaluate(model, [name for name in suites if name not in corrupted], args.data_root,
                       dataset=args.dataset, device=device, limit=args.eval_limit)
     if corrupted:  # CIFAR-C has 95 blocks of 10000 images: it gets its own (fixed, first-N) subset size
         report["suites"].update(evaluate(model, corrupted, args.data_root, dataset=args.dataset, device=device,
-                                         limit=args.c_limit or args.eval_limit, c_dir=args.c_dir)["suites"])
+                                         limit=args.c_limit or args.eval_limit, c_dir=c_dir)["suites"])
     report["suites"] = {name: report["suites"][name] for name in suites}
     phases = ("data_seconds", "augment_seconds", "model_seconds")
     report["timing"] = {**{p: sum(r[p] for r in history) for p in phases},

@@ -120,6 +120,35 @@ def test_refuses_to_overwrite_or_resume_under_other_settings(recipe, data_root, 
     assert message in capsys.readouterr().err
 
 
+@pytest.fixture
+def data_root_without_c(data_root, shared_file) -> Path:
+    """The synthetic data root without its CIFAR-10-C folder, with the frost textures make-cifar-c needs."""
+    shutil.rmtree(data_root / "CIFAR-10-C")
+    shutil.copytree(shared_file("cifar_c_frost/frost1.png").parent, data_root / "cifar_c_frost")
+    return data_root
+
+
+def test_missing_cifar_c_is_generated_before_training(recipe, data_root_without_c, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default folder is runs/cifar-c/<dataset>-first<N> under the working directory
+    out = tmp_path / "run"
+    assert run(recipe, data_root_without_c, out, "--aug", "none", "--c-limit", "8") == 0
+    generated = tmp_path / "runs" / "cifar-c" / "cifar10-first8"
+    assert (generated / "labels.npy").is_file() and (generated / "frost.npy").is_file()
+    corrupted = json.loads((out / "report.json").read_text())["suites"]["cifar10c"]
+    assert corrupted["num_images_per_block"] == 8 and corrupted["summary"]["benchmark"]["complete"]
+
+
+def test_no_make_c_leaves_cifar_c_out(recipe, data_root_without_c, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(recipe, data_root_without_c, tmp_path / "run", "--aug", "none", "--no-make-c") == 0
+    assert list(json.loads((tmp_path / "run" / "report.json").read_text())["suites"]) == ["clean", "cifar10b"]
+    assert not (tmp_path / "runs").exists()
+    assert run(recipe, data_root_without_c, tmp_path / "run2", "--aug", "none", "--no-make-c",
+               "--eval-suites", "clean", "cifar10c") == 2
+    assert "has no labels.npy" in capsys.readouterr().err
+    assert not (tmp_path / "run2" / "train_state.pt").exists(), "the error comes before any training"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--aug", "standard,nope"], "unknown augmentation"),

@@ -207,18 +207,33 @@ def generate_cifar_c(
     return status
 
 
+def generate_from_test_split(
+    dataset: str,
+    data_root: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    limit: int | None = None,
+    corruptions: Sequence[str] = ALL_CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    workers: int = 1,
+    frost_dir: str | os.PathLike | None = None,
+) -> dict[str, str]:
+    """:func:`generate_cifar_c` on the first ``limit`` (default: all) test images of ``dataset`` under
+    ``data_root``; frost textures from ``frost_dir`` (default ``<data root>/cifar_c_frost``)."""
+    data = load_cifar(dataset, "test", data_root)
+    if limit is not None and not 1 <= limit <= len(data.images):
+        raise FlowaugError(f"--limit must be in 1..{len(data.images)}, got {limit}")
+    count = len(data.images) if limit is None else limit
+    frost_dir = frost_dir if frost_dir is not None else resolve_data_root(data_root) / "cifar_c_frost"
+    print(f"make-cifar-c: {data.description}, {count} test images, seed {seed} -> {out_dir}")
+    return generate_cifar_c(data.images[:count], data.labels[:count], out_dir, corruptions, severities, seed,
+                            workers, frost_dir, source=f"{data.description}, first {count} test images")
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``flowaug make-cifar-c`` command."""
-    data = load_cifar(args.dataset, "test", args.data_root)
-    if args.limit is not None and not 1 <= args.limit <= len(data.images):
-        raise FlowaugError(f"--limit must be in 1..{len(data.images)}, got {args.limit}")
-    count = len(data.images) if args.limit is None else args.limit
-    frost_dir = args.frost_dir if args.frost_dir is not None else resolve_data_root(args.data_root) / "cifar_c_frost"
-    print(f"make-cifar-c: {data.description}, {count} test images, seed {args.seed} -> {args.out}")
-    status = generate_cifar_c(
-        data.images[:count], data.labels[:count], args.out, args.corruptions, args.severities,
-        args.seed, args.workers, frost_dir, source=f"{data.description}, first {count} test images",
-    )
+    status = generate_from_test_split(args.dataset, args.data_root, args.out, args.limit, args.corruptions,
+                                      args.severities, args.seed, args.workers, args.frost_dir)
     for name, state in status.items():
         print(f"  {name}: {state}")
     if any(state.startswith("partial") for state in status.values()):
