@@ -18,6 +18,7 @@ torch's CPU threads (default: torch's choice).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -134,7 +135,11 @@ def cifar_c_folder(args: argparse.Namespace) -> Path | None:
     if not (folder / "labels.npy").is_file():
         if not args.make_c:
             return None
-        generate_from_test_split(args.dataset, args.data_root, folder, limit, workers=os.cpu_count() or 1)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f".{folder.name}.lock", "w") as lock:  # sweep runs started together generate once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "labels.npy").is_file():
+                generate_from_test_split(args.dataset, args.data_root, folder, limit, workers=os.cpu_count() or 1)
     return folder
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowaug.data import CIFAR10_CLASSES, CIFAR10B, CIFAR100_CLASSES, load_cifar_labels, load_subgroups
+from flowaug.data import CIFAR10_CLASSES, CIFAR10B, CIFAR100_CLASSES, CIFARC, load_cifar_labels, load_subgroups
 from flowaug.errors import ChecksumMismatchError, DataFormatError, DatasetNotFoundError
 
 ANNOTATION = "cifar10b/cifar10_bgd_cl2img_gp_fine.npy"
@@ -165,3 +165,12 @@ def test_real_cifar100b_has_100_annotated_images_per_class(shared_file):
         assert len(mine) == len(table[name]) == 100
         assert np.bincount(mine, minlength=8).tolist() == np.bincount(list(table[name].values()), minlength=8).tolist()
 
+
+
+def test_cifar_c_attaches_subgroups_and_passes_verify_on(synthetic):
+    synthetic.write_annotation(ANNOTATION, TABLE)  # not the authors' file: its sha256 differs
+    synthetic.write_cifar_c("CIFAR-10-C", ("fog",), np.array(ORDER))
+    with pytest.raises(ChecksumMismatchError):
+        CIFARC("fog", 1, root=synthetic.root)
+    ds = CIFARC("fog", 1, root=synthetic.root, verify=False)
+    assert ds.subgroups.tolist() == EXPECTED

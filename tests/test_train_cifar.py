@@ -6,11 +6,14 @@ synthetic CIFAR-10-C folder with all 19 corruptions.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -192,3 +195,24 @@ def test_ddp_with_two_gloo_processes(data_root, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
     assert json.loads((out / "report.json").read_text())["suites"]["clean"]["num_images"] == 40
+
+
+def test_runs_started_together_generate_cifar_c_once(recipe, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_generate(dataset, data_root, folder, limit, workers):
+        calls.append(limit)
+        time.sleep(0.3)  # long enough for the other caller to arrive while this one generates
+        folder.mkdir(parents=True)
+        np.save(folder / "labels.npy", np.zeros(5 * limit, dtype=np.uint8))
+
+    monkeypatch.setattr(recipe, "generate_from_test_split", fake_generate)
+    args = argparse.Namespace(dataset="cifar10", data_root=str(tmp_path), c_dir=tmp_path / "c", c_limit=8,
+                              eval_limit=None, make_c=True)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(recipe.cifar_c_folder(args))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [8] and results == [tmp_path / "c", tmp_path / "c"]

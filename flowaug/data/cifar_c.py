@@ -91,6 +91,7 @@ class CIFARC(ArrayDataset):
         attach_subgroups: attach ``subgroups`` (int64 (N,)) from the CIFAR-B annotation. When the
             official test labels are available under ``root``, the block's labels must equal
             their first N entries (otherwise the file is not in official order).
+        verify: check the CIFAR-B annotation's sha256 (as :class:`flowaug.data.CIFAR10B` does).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class CIFARC(ArrayDataset):
         root: str | os.PathLike | None = None,
         c_dir: str | os.PathLike | None = None,
         attach_subgroups: bool = True,
+        verify: bool = True,
     ) -> None:
         spec = cifar_spec(dataset)
         if corruption not in ALL_CORRUPTIONS:
@@ -131,7 +133,7 @@ class CIFARC(ArrayDataset):
         subgroups = None
         if attach_subgroups:
             self._check_official_order(labels, dataset, root, data_path)
-            subgroups = load_subgroups(dataset, labels, root)
+            subgroups = load_subgroups(dataset, labels, root, verify=verify)
         super().__init__(images, labels, spec.classes, description, subgroups,
                          NUM_SUBGROUPS if attach_subgroups else 0)
         self.corruption = corruption
