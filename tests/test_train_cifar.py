@@ -88,6 +88,15 @@ def test_smoke_run_writes_the_run_folder(recipe, data_root, tiny_flow, tmp_path)
     assert report["hardware"]["device"].startswith("CPU") and report["hardware"]["torch"] == torch.__version__
 
 
+def test_flowaug_alone_runs_with_the_shipped_flow_by_default(recipe, data_root, tmp_path):
+    """`python recipes/train_cifar.py --aug flowaug` (the README's main job) uses pretrained/cifar10.pt."""
+    out = tmp_path / "run"
+    assert run(recipe, data_root, out, "--aug", "flowaug", "--eval-suites", "clean") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["aug"] == ["flowaug"] and config["flow"] == "cifar10"
+    assert json.loads((out / "report.json").read_text())["timing"]["augment_seconds"] > 0
+
+
 def test_resume_continues_exactly(recipe, data_root, tmp_path):
     suites = ["--eval-suites", "clean", "--aug", "standard,randaugment"]
     assert run(recipe, data_root, tmp_path / "straight", *suites) == 0
