@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, ClassVar
 
 import kornia.augmentation as K
 import torch
@@ -113,15 +113,18 @@ class LabelMixing:
 
 @dataclass
 class FlowAugment:
-    """:class:`flowaug.FlowAug` with its CPU generator re-seeded from the training generator per call."""
+    """:class:`flowaug.FlowAug` with its CPU generator re-seeded from the training generator per call;
+    with a latent cache (``aug.cache``) it reads the batch's latents by ``index`` instead of encoding."""
 
     aug: FlowAug
+    takes_index: ClassVar[bool] = True
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if labels.is_floating_point():
             raise ValueError("flowaug needs integer labels; it runs before mixup/cutmix")
         self.aug.generator.manual_seed(draw_seed(generator))
-        return self.aug(images, labels)
+        return self.aug(images, labels, index=index if self.aug.cache is not None else None)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class AugmentContext:
     flowaug_mode: str = "swap"
     device: str | torch.device = "cpu"
     workers: int = 0   # processes for the per-image policies (flowaug.per_image.PerImage)
+    cache_images: Tensor | None = None  # the untouched training set: FlowAug encodes it once (latent cache)
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,10 @@ class Baseline:
 def _flowaug(ctx: AugmentContext) -> FlowAugment:
     """FlowAug with the context's flow, on the training device."""
     flow = ctx.flow if isinstance(ctx.flow, nn.Module) else load_model(ctx.flow, kind="flow")
-    aug = FlowAug(flow, p=ctx.flowaug_p, mode=ctx.flowaug_mode, generator=torch.Generator())
-    return FlowAugment(aug.to(ctx.device))
+    aug = FlowAug(flow, p=ctx.flowaug_p, mode=ctx.flowaug_mode, generator=torch.Generator()).to(ctx.device)
+    if ctx.cache_images is not None:
+        aug.cache_latents(ctx.cache_images, dtype=torch.float32)
+    return FlowAugment(aug)
 
 
 STAGES = {"semantic": 0, "geometric": 1, "colour": 2, "mixing": 3}
@@ -186,14 +192,18 @@ def parse_augmentations(spec: str) -> list[str]:
 
 @dataclass
 class Compose:
-    """Apply the named augmentations in order; ``names`` is kept for the run's config and repr."""
+    """Apply the named augmentations in order; ``names`` is kept for the run's config and repr.
+    ``index`` (the batch's rows in the training set) goes to the steps that take it."""
 
     names: list[str]
     steps: list[BatchAugment]
+    takes_index: ClassVar[bool] = True
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         for step in self.steps:
-            images, labels = step(images, labels, generator)
+            extra = {"index": index} if getattr(step, "takes_index", False) else {}
+            images, labels = step(images, labels, generator, **extra)
         return images, labels
 
     def __repr__(self) -> str:

@@ -112,7 +112,9 @@ def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
 class BatchAugment(Protocol):
     """A batch augmentation that may change labels: float images (B, 3, H, W) in [0, 1], labels
     (int (B,) or soft float (B, C)) and a generator on the images' device in; images of the same
-    shape, dtype and device and labels (int (B,) or soft (B, C) rows summing to 1) out."""
+    shape, dtype and device and labels (int (B,) or soft (B, C) rows summing to 1) out. One with a
+    true ``takes_index`` attribute is also given ``index``: the batch's rows in the training set
+    (for FlowAug's latent cache)."""
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -179,7 +181,8 @@ def train_epoch(
         tock = _synchronize(device)
         times["data_seconds"] += tock - tick
         if augment is not None:
-            x, y = augment(x, y, augment_generator)
+            extra = {"index": index} if getattr(augment, "takes_index", False) else {}
+            x, y = augment(x, y, augment_generator, **extra)
         tick = _synchronize(device)
         times["augment_seconds"] += tick - tock
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

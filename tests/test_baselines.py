@@ -132,3 +132,19 @@ def test_composition_applies_every_step(images, labels, context):
 def test_bad_specs_raise(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_augmentations(spec)
+
+
+def test_flowaug_with_a_latent_cache_reads_latents_by_index(images, labels, context, monkeypatch):
+    cached = dataclasses.replace(context, cache_images=images)
+    augment = build_augment("flowaug,standard", cached)
+    expected, _ = augment(images, labels, generator(4), index=torch.arange(BATCH))
+    flow = augment.steps[0].aug.flow
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the flow encoded a batch although its latents are cached")
+
+    monkeypatch.setattr(flow, "encode", no_encoding)
+    out, out_labels = augment(images, labels, generator(4), index=torch.arange(BATCH))
+    assert torch.equal(out, expected) and torch.equal(out_labels, labels)
+    with pytest.raises(AssertionError, match="encoded a batch"):
+        augment(images, labels, generator(4))  # no index: FlowAug must encode

@@ -97,6 +97,16 @@ def test_flowaug_alone_runs_with_the_shipped_flow_by_default(recipe, data_root, 
     assert json.loads((out / "report.json").read_text())["timing"]["augment_seconds"] > 0
 
 
+def test_flowaug_cache_matches_encoding_every_batch(recipe, data_root, tiny_flow, tmp_path):
+    """With the latent cache FlowAug reads each batch's latents by index: same training up to float rounding."""
+    common = ["--aug", "flowaug,standard", "--flow", str(tiny_flow), "--eval-suites", "clean"]
+    assert run(recipe, data_root, tmp_path / "plain", *common) == 0
+    assert run(recipe, data_root, tmp_path / "cached", *common, "--flowaug-cache") == 0
+    assert json.loads((tmp_path / "cached" / "config.json").read_text())["flowaug_cache"] is True
+    plain, cached = weights(tmp_path / "plain" / "model.pt"), weights(tmp_path / "cached" / "model.pt")
+    assert all(torch.allclose(plain[k].float(), cached[k].float(), atol=1e-4) for k in plain)
+
+
 def test_resume_continues_exactly(recipe, data_root, tmp_path):
     suites = ["--eval-suites", "clean", "--aug", "standard,randaugment"]
     assert run(recipe, data_root, tmp_path / "straight", *suites) == 0
@@ -164,6 +174,7 @@ def test_no_make_c_leaves_cifar_c_out(recipe, data_root_without_c, tmp_path, cap
 @pytest.mark.parametrize("argv, message", [
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--aug", "standard,nope"], "unknown augmentation"),
+    (["--aug", "standard", "--flowaug-cache"], "--flowaug-cache needs flowaug in --aug"),
 ])
 def test_bad_arguments_give_one_line_errors(recipe, data_root, tmp_path, capsys, argv, message):
     try:
