@@ -104,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; continue with --resume)")
-    parser.add_argument("--eval-suites", nargs="+", help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
+    parser.add_argument("--eval-suites", nargs="+",
+                        help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
     parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (official or from `flowaug make-cifar-c`); "
                                                    "default: the official folder under the data root")
     parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
