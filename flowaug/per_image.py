@@ -91,4 +91,5 @@ class PerImage:
             self._pool = None
 
     def __repr__(self) -> str:
-        return f"PerImage({getattr(self.build_op, 'func', self.build_op)!r}, uint8={self.uint8}, workers={self.workers})"
+        op = getattr(self.build_op, "func", self.build_op)
+        return f"PerImage({op!r}, uint8={self.uint8}, workers={self.workers})"

@@ -117,7 +117,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
             if jobs > 1:
                 out.mkdir(parents=True, exist_ok=True)
                 log = open(out / "train.log", "a")
-            running[method, seed] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+            running[method, seed] = subprocess.Popen(command, env=env, stdout=log,
+                                                     stderr=subprocess.STDOUT if log else None)
             if log:
                 log.close()  # the child holds its own descriptor
             started.append(out)
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate-only", action="store_true", help="do not train; aggregate published runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads per run (default: torch's choice)")
-    parser.add_argument("train_args", nargs="*", help="after --: further recipes/train_cifar.py arguments for every run")
+    parser.add_argument("train_args", nargs="*",
+                        help="after --: further recipes/train_cifar.py arguments for every run")
     args = parser.parse_args(argv)
     sweep = Sweep.from_json(args.config)
     failure = None
