@@ -91,5 +91,4 @@ class PerImage:
             self._pool = None
 
     def __repr__(self) -> str:
-        op = getattr(self.build_op, "func", self.build_op)
-        return f"PerImage({op!r}, uint8={self.uint8}, workers={self.workers})"
+        return f"PerImage({self.build_op!r}, uint8={self.uint8}, workers={self.workers})"
