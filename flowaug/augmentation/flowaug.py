@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from flowaug.augmentation.cache import LatentCache
 from flowaug.augmentation.params import DONORS, MODES, AugmentParams, draw_params
 from flowaug.flow import Latents
-from flowaug.flow.precision import full_fp32
 from flowaug.pretrained import load_model
 from flowaug.validation import check_finite_unit_range
 
@@ -206,7 +205,7 @@ class FlowAug(nn.Module):
         if selected.numel() == 0:
             return batch.clone()
         images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        with torch.no_grad(), full_fp32(batch.device.type):
+        with torch.no_grad():  # the flow's own methods run in full fp32 (flowaug.flow.precision)
             decoded = self._decode_new_nuisance(images, selected, params, rows, generator)
         originals = images[selected.to(batch.device)]
         finite = torch.isfinite(decoded).flatten(1).all(dim=1)
