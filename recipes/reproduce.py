@@ -122,7 +122,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
             if log:
                 log.close()  # the child holds its own descriptor
             started.append(out)
-        finished = {key: process.poll() for key, process in running.items() if process.poll() is not None}
+        codes = {key: process.poll() for key, process in running.items()}
+        finished = {key: code for key, code in codes.items() if code is not None}
         for (method, seed), code in finished.items():
             del running[method, seed]
             if code == 0 and publish_run(sweep, method, seed):
