@@ -132,7 +132,7 @@ def cifar_c_folder(args: argparse.Namespace) -> Path | None:
     """The CIFAR-C folder to evaluate on: ``--c-dir``, else the official one under the data root, else
     ``runs/cifar-c/<dataset>-first<N>``; generated now from the first N = ``--c-limit`` test images
     when it holds no ``labels.npy`` and ``--make-c`` is on (about 33 s per 1,000 images on one CPU
-    core); None when there is none."""
+    core, from benchmarks/results/cifar_c_speed.json); None when there is none."""
     official = cifar_c_dir(args.dataset, args.data_root)
     if args.c_dir is None and (official / "labels.npy").is_file():
         return official
