@@ -1,37 +1,43 @@
-"""Quality of FlowAug augmentations, per mode and prior temperature, through the real transform.
+"""Does an augmentation keep the object? FlowAug in every mode, with and without its guard, beside
+colour baselines, judged by a colour-invariant judge and by a colour-trained classifier.
 
-Run from the repository root (on a shared CPU, under ``nice``):
+Run from the repository root:
 
-    nice -n 10 .venv/bin/python benchmarks/augment_quality.py [--flow runs/flow-cpu-small/flow.pt]
+    .venv/bin/python benchmarks/augment_quality.py --flow cifar10 --judge cifar10-judge
 
-The first ``--images`` CIFAR-10 test images go through ``FlowAug(flow, p=1, mode, temperature,
-generator=seed)`` in batches of ``--batch-size`` (swap and mix donors are other images of the same
-batch, as in training), for mode "swap", "prior" at each ``--temperatures`` and "mix". The donors
-FlowAug draws are replayed from a copy of its generator (``flowaug.augmentation.params.draw_params``)
-and checked against a direct decode. Measures (``flowaug.quality``, docs/DESIGN.md):
+Every FlowAug output comes from calling ``FlowAug(flow, p=1, mode, ...)`` on batches of
+``--batch-size`` test images (donors are other images of the batch, as in training); the donors
+are read from ``aug.last_params``. Each FlowAug run is made twice with the same draws
+(``aug(x, params=aug.last_params)``): guard off, then guard on (``--guard``), so the guard's
+effect is measured on exactly the same swaps. Baselines: kornia ColorJitter(0.4, 0.4, 0.4, 0.1),
+ColorJitter(0.8, 0.8, 0.8, 0.3), a hue rotation by 0.25-0.5 of the colour circle, grayscale.
 
-- label preservation: reference-classifier accuracy on the outputs / on the originals;
-- nuisance transfer: border-colour (outer 4-pixel ring) correlation of the output with the donor and
-  with the original, shift toward the donor (swap, mix); prior samples have no donor, so for every
-  mode the border-colour spread across images (std per channel, channel mean) of outputs and
-  originals and the mean RGB distance of each output's border colour from its original's are given;
-- structure retention (central gradient-map correlation) and mean absolute change;
-- finite fraction: 1 - FlowAug ``fallback_count`` / images (a non-finite decode falls back to the
-  original image, which the other measures then see unchanged).
+Measures (``flowaug.quality``; over the images an augmentation changed, unless it says "all"):
 
-Writes ``--out`` (JSON) and one PNG grid per mode beside it (``<out stem>_<mode>.png``: originals in
-the first row, augmentations below).
+- object_kept: the colour-invariant judge's accuracy on the outputs / on their originals (a
+  classifier of standardised luminance trained under strong photometric augmentation: colour
+  change alone cannot fool it);
+- label_kept: the same with the colour-trained reference classifier (punishes honest colour change);
+- structure_retention, mean_abs_change (all images), border colour correlation with the donor
+  and with the original (swap, mix);
+- rejected / fallback / changed fractions, and the guard's statistic (extra bits/dim of the output
+  under its new code) quantiles.
+
+Writes ``--out`` (JSON) and a 16 x 8 grid of random test images under swap with the guard on
+(``<out stem>_swap_grid.png``: originals in the first row).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import kornia.augmentation as K
+import kornia.enhance
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -39,134 +45,142 @@ from tqdm import tqdm
 from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, save_grid, write_json
 
 from flowaug.augmentation import FlowAug
-from flowaug.augmentation.params import draw_params
+from flowaug.augmentation.baselines import GlobalRNGOp
 from flowaug.errors import FlowaugError
-from flowaug.flow import Latents
 from flowaug.pretrained import load_model
-from flowaug.quality import augmentation_quality, border_colour
+from flowaug.quality import label_preservation, mean_abs_change, nuisance_transfer, structure_retention
 
-REPLAY_TOLERANCE = 1e-4
-GRID_BATCH = 64
-MAX_GRID_BYTES = 200 * 1024  # CIFAR tiles compress poorly (~2-3 KB each): keep grids small
+GRID_COLUMNS, GRID_ROWS = 16, 8
+TARGETS = {"object_kept": 0.95, "rejected_fraction_max": 0.05, "border_corr_donor": 0.75,
+           "structure_retention": 0.85, "mean_abs_change": 0.10}
+
+
+class HueRotation(nn.Module):
+    """Rotate every image's hue by a random 0.25-0.5 of the colour circle, either direction."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        turn = 0.25 + 0.25 * torch.rand(x.shape[0], device=x.device)
+        sign = torch.where(torch.rand(x.shape[0], device=x.device) < 0.5, -1.0, 1.0)
+        return kornia.enhance.adjust_hue(x, (sign * turn * 2 * math.pi)[:, None, None])
+
+
+BASELINES: dict[str, Callable[[], nn.Module]] = {
+    "colorjitter(0.4,0.4,0.4,0.1)": lambda: K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0),
+    "colorjitter(0.8,0.8,0.8,0.3)": lambda: K.ColorJitter(0.8, 0.8, 0.8, 0.3, p=1.0),
+    "hue rotation 0.25-0.5": HueRotation,
+    "grayscale": lambda: K.RandomGrayscale(p=1.0),
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_quality_args(parser)
-    parser.add_argument("--grid-columns", type=int, default=6, help="images per grid row")
-    parser.add_argument("--grid-draws", type=int, default=4, help="augmentation rows per grid (per temperature "
-                        "for prior: half of it, at least 1)")
+    parser.add_argument("--judge", default="cifar10-judge", help="colour-invariant judge (path or registry name)")
+    parser.add_argument("--classifier", default="cifar10-classifier", help="colour-trained reference classifier")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
+    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
+    parser.add_argument("--guard", type=float, help="guard threshold in extra bits/dim (default: the flow's "
+                        "calibrated one, else calibrated on the next --images test images)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "augment_quality.json")
     args = parser.parse_args()
-    if args.images < 2 or args.batch_size < 2 or not 1 <= args.grid_columns <= min(args.images, GRID_BATCH):
-        parser.error(f"--images and --batch-size must be >= 2, --grid-columns in [1, min(--images, {GRID_BATCH})]")
-    if args.images % args.batch_size == 1:
-        parser.error("the last batch would hold a single image, which has no swap/mix donor; change --batch-size")
+    if args.images < 2 or args.batch_size < 2 or args.images % args.batch_size == 1:
+        parser.error("--images and --batch-size must be >= 2 and no batch may hold a single image")
     return args
 
 
-@dataclass(frozen=True)
-class Augmented:
-    """FlowAug outputs (N,3,S,S) float32 in [0,1] on the CPU, the donor of each image (N,) int64 index
-    into the same N images (-1 for prior) and FlowAug's counters."""
-
-    output: Tensor
-    donor: Tensor
-    fallback_count: int
-    augmented_count: int
+def judged(model: nn.Module, output: Tensor, original: Tensor, labels: Tensor, changed: Tensor) -> float:
+    """Accuracy of ``model`` on the changed outputs / on their originals (NaN if nothing changed)."""
+    if not changed.any():
+        return math.nan
+    return label_preservation(model, output[changed], original[changed], labels[changed])["label_preservation"]
 
 
-def replay_donors(aug: FlowAug, batch_size: int) -> tuple[Tensor, Tensor]:
-    """The donors (B,) and mix weights (B,) FlowAug's next call will draw, from a copy of its generator."""
-    replay = torch.Generator().set_state(aug.generator.get_state())
-    params = draw_params(batch_size, aug.p, None, aug.donor, aug.mix_range, replay)
-    return params.donor, params.mix_weight
-
-
-@torch.no_grad()
-def check_replay(aug: FlowAug, batch: Tensor, output: Tensor, donor: Tensor, weight: Tensor, count: int = 4) -> None:
-    """Decode the first ``count`` images directly with the replayed donors; they must equal FlowAug's outputs."""
-    flow, device = aug.flow, batch.device
-    semantic, own = flow.encode(batch[:count])
-    donor_codes = flow.encode_nuisance(batch[donor[:count].to(device)])
-    w = torch.ones(count, 1, device=device) if aug.mode == "swap" else weight[:count, None].to(device)
-    expected = flow.decode(Latents(semantic, (1 - w) * own + w * donor_codes)).clamp(0, 1).cpu()
-    finite = torch.isfinite(expected).flatten(1).all(1)
-    error = (expected[finite] - output[:count][finite]).abs().max().item() if finite.any() else 0.0
-    if error > REPLAY_TOLERANCE:
-        raise RuntimeError(f"replayed donors do not reproduce FlowAug's outputs (max error {error:.2e}); "
-                           "FlowAug's parameter draws changed: update replay_donors")
-
-
-def augment_all(flow: nn.Module, images: Tensor, mode: str, temperature: float, mix_range: tuple[float, float],
-                seed: int, batch_size: int, device: torch.device) -> Augmented:
-    """Run ``FlowAug(p=1)`` batch by batch over ``images`` (N,3,S,S) on the CPU, recording donors."""
-    aug = FlowAug(flow, p=1.0, mode=mode, temperature=temperature, mix_range=mix_range, generator=seed)
-    outputs, donors = [], []
-    for start in tqdm(range(0, images.shape[0], batch_size), desc=f"{mode} T={temperature:g}", unit="batch",
-                      leave=False):
-        batch = images[start:start + batch_size].to(device)
-        donor, weight = replay_donors(aug, batch.shape[0])
-        output = aug(batch).cpu()
-        if mode != "prior" and start == 0:
-            check_replay(aug, batch, output, donor, weight)
-        outputs.append(output)
-        donors.append(donor + start if mode != "prior" else torch.full_like(donor, -1))
-    return Augmented(torch.cat(outputs), torch.cat(donors), aug.fallback_count, aug.augmented_count)
-
-
-def border_spread(output: Tensor, original: Tensor, width: int = 4) -> dict[str, float]:
-    """Border-colour spread across images (std per RGB channel, channel mean) of outputs and originals,
-    and the mean RGB distance of each output's border colour from its original's (all in [0, 1] units)."""
-    out, orig = border_colour(output, width).double(), border_colour(original, width).double()
-    return {"border_std_output": out.std(0).mean().item(), "border_std_original": orig.std(0).mean().item(),
-            "border_shift_from_original": (out - orig).norm(dim=1).mean().item()}
-
-
-def measure(result: Augmented, images: Tensor, labels: Tensor, classifier: nn.Module,
-            batch_size: int) -> dict[str, Any]:
-    """All quality measures of one run (see the module docstring)."""
-    donor = None if (result.donor < 0).all() else images[result.donor]
-    total = result.fallback_count + result.augmented_count
-    return {
-        **augmentation_quality(result.output, images, labels, classifier, donor=donor, batch_size=batch_size),
-        **border_spread(result.output, images),
-        "finite_fraction": 1 - result.fallback_count / total,
-        "fallback_count": result.fallback_count,
-        "augmented_count": result.augmented_count,
+def measures(output: Tensor, images: Tensor, labels: Tensor, changed: Tensor, donor: Tensor | None,
+             judge: nn.Module, classifier: nn.Module) -> dict[str, Any]:
+    """The measures of one run over N images (see the module docstring)."""
+    result: dict[str, Any] = {
+        "object_kept": judged(judge, output, images, labels, changed),
+        "label_kept": judged(classifier, output, images, labels, changed),
+        "structure_retention": structure_retention(output[changed], images[changed]) if changed.any() else math.nan,
+        "mean_abs_change": mean_abs_change(output, images),
+        "changed_fraction": changed.double().mean().item(),
     }
+    if donor is not None and changed.sum() >= 2:
+        transfer = nuisance_transfer(output[changed], images[changed], images[donor[changed]])
+        result.update(border_corr_donor=transfer["corr_donor"], border_corr_original=transfer["corr_original"])
+    return result
 
 
-def grid_rows(flow: nn.Module, images: Tensor, mode: str, temperatures: list[float], args: argparse.Namespace,
-              device: torch.device) -> list[tuple[str, Tensor]]:
-    """Originals, then FlowAug draws of a batch of the first images (``--grid-columns`` shown per row)."""
-    batch, k = images[:GRID_BATCH].to(device), args.grid_columns
-    rows = [("original", images[:k])]
-    draws = [(t, max(1, args.grid_draws // 2)) for t in temperatures] if mode == "prior" else [(0.7, args.grid_draws)]
-    for temperature, count in draws:
-        aug = FlowAug(flow, p=1.0, mode=mode, temperature=temperature, mix_range=tuple(args.mix_range),
-                      generator=args.seed)
-        label = f"T={temperature:g}" if mode == "prior" else mode
-        rows += [(f"{label} #{i + 1}", aug(batch)[:k].cpu()) for i in range(count)]
+def run_flowaug(flow: nn.Module, images: Tensor, labels: Tensor, mode: str, temperature: float,
+                args: argparse.Namespace, judge: nn.Module, classifier: nn.Module) -> list[dict[str, Any]]:
+    """FlowAug with the guard off and on (same draws) over all images; one result per guard setting."""
+    device = torch.device(args.device)
+    aug = FlowAug(flow, p=1.0, mode=mode, temperature=temperature, mix_range=tuple(args.mix_range),
+                  generator=args.seed, guard=None)
+    outputs: dict[str, list[Tensor]] = {"off": [], "on": []}
+    changed: dict[str, list[Tensor]] = {"off": [], "on": []}
+    donors, extra_bits = [], []
+    for start in range(0, images.shape[0], args.batch_size):
+        batch = images[start:start + args.batch_size].to(device)
+        for setting, guard in (("off", None), ("on", args.guard)):
+            aug.guard = guard
+            params = aug.last_params if setting == "on" else None
+            outputs[setting].append(aug(batch, params=params).cpu())
+            changed[setting].append(aug.last_augmented.clone())
+            if setting == "off":
+                extra_bits.append(aug.last_extra_bits.cpu())
+        if mode != "prior":
+            donors.append(aug.last_params.donor + start)
+    donor = torch.cat(donors) if donors else None
+    bits = torch.cat(extra_bits)
+    rejected = torch.cat(changed["off"]) & ~torch.cat(changed["on"])
+    results = []
+    for setting in ("off", "on"):
+        output, was_changed = torch.cat(outputs[setting]), torch.cat(changed[setting])
+        result = {"mode": mode, "temperature": temperature if mode == "prior" else None,
+                  "guard": None if setting == "off" else args.guard,
+                  **measures(output, images, labels, was_changed, donor, judge, classifier)}
+        if setting == "on":
+            result["rejected_fraction"] = rejected.double().mean().item()
+        else:
+            finite = bits[torch.isfinite(bits)]
+            result["extra_bits_quantiles"] = {f"q{int(q * 100)}": torch.quantile(finite, q).item()
+                                              for q in (0.5, 0.9, 0.95, 0.99)} if finite.numel() else None
+            result["fallback_fraction"] = 1 - torch.isfinite(bits).double().mean().item()
+        results.append(result)
+    return results
+
+
+def run_baseline(name: str, images: Tensor, labels: Tensor, seed: int, judge: nn.Module,
+                 classifier: nn.Module) -> dict[str, Any]:
+    output = GlobalRNGOp(BASELINES[name](), generator=seed)(images)
+    changed = (output - images).flatten(1).abs().amax(1) > 0
+    return {"mode": name, "temperature": None, "guard": None,
+            **measures(output, images, labels, changed, None, judge, classifier)}
+
+
+def swap_grid(flow: nn.Module, images: Tensor, args: argparse.Namespace) -> list[tuple[str, Tensor]]:
+    """Originals of 16 random test images, then 7 guarded swap draws with donors from the whole set."""
+    pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(args.seed))[:GRID_COLUMNS]
+    aug = FlowAug(flow, p=1.0, mode="swap", generator=args.seed, guard=args.guard)
+    batch = images[: args.batch_size].clone()
+    batch[:GRID_COLUMNS] = images[pick]
+    rows = [("original", images[pick])]
+    rows += [(f"swap #{i + 1}", aug(batch.to(args.device))[:GRID_COLUMNS].cpu()) for i in range(GRID_ROWS - 1)]
     return rows
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    columns = ["label_preservation", "border_corr_donor", "border_corr_original", "border_std_output",
-               "structure_retention", "mean_abs_change", "finite_fraction"]
-    print(f"\n{'run':10s} " + " ".join(f"{c[:20]:>20s}" for c in columns))
+    columns = ["object_kept", "label_kept", "border_corr_donor", "structure_retention", "mean_abs_change",
+               "changed_fraction", "rejected_fraction"]
+    print(f"\n{'run':34s} " + " ".join(f"{c[:17]:>17s}" for c in columns))
     for row in results:
-        run = row["mode"] if row["temperature"] is None else f"prior T={row['temperature']:g}"
-        values = ["n/a" if row[c] is None else f"{row[c]:.4f}" for c in columns]
-        print(f"{run:10s} " + " ".join(f"{v:>20s}" for v in values))
-
-
-def flow_label(flow: nn.Module, source: str) -> str:
-    meta = getattr(flow, "meta", {})
-    state = "" if meta.get("finished", True) else f", UNFINISHED (step {meta.get('global_step')})"
-    return f"flow {source}{state}"
+        run = row["mode"] + ("" if row["temperature"] is None else f" T={row['temperature']:g}")
+        run += "" if row["guard"] is None else f" guard {row['guard']:g}"
+        values = ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
+        print(f"{run:34s} " + " ".join(f"{v:>17s}" for v in values))
 
 
 def main() -> int:
@@ -175,50 +189,43 @@ def main() -> int:
     device = torch.device(args.device)
     load_start, started = os.getloadavg()[0], time.time()
     try:
+        held_out, _, _ = cifar10_test_batch(args.data_root, 2 * args.images)
         images, labels, description = cifar10_test_batch(args.data_root, args.images)
         flow = load_model(args.flow, "flow").to(device)
+        judge = load_model(args.judge, "classifier").to(device).eval()
         classifier = load_model(args.classifier, "classifier").to(device).eval()
     except (FlowaugError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    label = flow_label(flow, args.flow)
-    print(f"{description}: {args.images} test images, batches of {args.batch_size}, {label}, device {device}")
-
+    if args.guard is None:
+        calibrator = FlowAug(flow, generator=args.seed)
+        args.guard = calibrator.guard if calibrator.guard is not None else \
+            calibrator.calibrate_guard(held_out[args.images:].to(device), batch_size=args.batch_size)
+    print(f"{description}: {args.images} test images, batches of {args.batch_size}, flow {args.flow}, "
+          f"guard {args.guard:.4f} bits/dim, device {device}")
     runs = [("swap", 0.7), *(("prior", t) for t in args.temperatures), ("mix", 0.7)]
-    results, grids = [], {}
-    for mode, temperature in tqdm(runs, desc="runs", unit="run"):
-        augmented = augment_all(flow, images, mode, temperature, tuple(args.mix_range), args.seed,
-                                args.batch_size, device)
-        measures = measure(augmented, images, labels, classifier, args.batch_size)
-        results.append({"mode": mode, "temperature": temperature if mode == "prior" else None, **measures})
-    for mode in dict.fromkeys(mode for mode, _ in runs):
-        path = args.out.with_name(f"{args.out.stem}_{mode}.png")
-        save_grid(grid_rows(flow, images, mode, args.temperatures, args, device),
-                  f"FlowAug {mode}: {description}, {label}", path)
-        grids[mode] = {"path": str(path), "bytes": path.stat().st_size}
-        if path.stat().st_size > MAX_GRID_BYTES:
-            print(f"warning: {path} is {path.stat().st_size // 1024} KB (> {MAX_GRID_BYTES // 1024} KB); "
-                  "lower --grid-columns or --grid-draws")
+    results: list[dict[str, Any]] = []
+    for mode, temperature in tqdm(runs, desc="FlowAug runs", unit="run"):
+        results += run_flowaug(flow, images, labels, mode, temperature, args, judge, classifier)
+    results += [run_baseline(name, images, labels, args.seed, judge, classifier) for name in BASELINES]
     print_table(results)
-
+    grid_path = args.out.with_name(f"{args.out.stem}_swap_grid.png")
+    save_grid(swap_grid(flow, images, args), f"FlowAug swap, guard {args.guard:g}: {description}, flow {args.flow}",
+              grid_path, zoom=2)
     report = {
-        "benchmark": "augment_quality",
-        "data": description,
-        "command": command_line(),
+        "benchmark": "augment_quality", "data": description, "command": command_line(),
         "images": args.images, "batch_size": args.batch_size, "seed": args.seed, "mix_range": args.mix_range,
         "flow": {"source": args.flow, "config": flow.config.to_dict(), "meta": getattr(flow, "meta", {})},
+        "judge": {"source": args.judge, "meta": getattr(judge, "meta", {})},
         "classifier": {"source": args.classifier, "meta": getattr(classifier, "meta", {})},
-        "runs": results,
-        "grids": grids,
-        "notes": ["every output comes from FlowAug(p=1) with generator=seed; donors are other images of the "
-                  "same batch; a fallback image equals its original in every measure",
-                  "border_corr_donor / border_shift_toward_donor are undefined (null) for prior mode: no donor"],
-        "environment": environment(device, load_start),
-        "wall_time_s": round(time.time() - started, 1),
+        "targets": TARGETS, "runs": results, "grid": grid_path.name,
+        "notes": ["every FlowAug output comes from FlowAug(p=1); guard off and on use the same draws (params replay)",
+                  "object_kept / label_kept / structure_retention / border correlations are over the images the "
+                  "augmentation changed; mean_abs_change is over all images"],
+        "environment": environment(device, load_start), "wall_time_s": round(time.time() - started, 1),
     }
     write_json(report, args.out)
-    print(f"wrote {args.out} and {len(grids)} grids: " + ", ".join(f"{g['path']} ({g['bytes'] // 1024} KB)"
-                                                                   for g in grids.values()))
+    print(f"wrote {args.out} and {grid_path}")
     return 0
 
 

@@ -80,12 +80,12 @@ def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(json_safe(report), indent=2) + "\n", Path(path))
 
 
-def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
-    """A labelled PNG: one row of images (k,3,S,S) in [0,1] per (label, images) pair."""
+def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path, zoom: float = 1.0) -> None:
+    """A labelled PNG: one row of images (k,3,S,S) in [0,1] per (label, images) pair, tiles ``zoom`` x larger."""
     images = torch.cat([row for _, row in rows]).cpu()
     k, size = rows[0][1].shape[0], images.shape[-1]
     grid = make_grid(images, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    fig = Figure(figsize=(0.55 * k + 0.9, 0.55 * len(rows) + 0.4))
+    fig = Figure(figsize=(0.55 * zoom * k + 0.9, 0.55 * zoom * len(rows) + 0.4))
     ax = fig.subplots()
     ax.imshow(grid, interpolation="nearest")
     ax.set_xticks([])
@@ -96,13 +96,9 @@ def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path) -> None:
 
 
 def add_quality_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by the quality benchmarks: what to measure, on which data, with which seed."""
+    """Arguments shared by the quality benchmarks: which flow, on which data, with which seed."""
     parser.add_argument("--flow", default=DEFAULT_FLOW, help="flow checkpoint path or registry name (default: cifar10)")
-    parser.add_argument("--classifier", default="cifar10-classifier",
-                        help="reference classifier checkpoint path or registry name")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--images", type=int, default=1000, help="first N test images")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 1.0])
-    parser.add_argument("--mix-range", type=float, nargs=2, default=[0.5, 1.0])
     parser.add_argument("--batch-size", type=int, default=256, help="images per flow batch (donors come from it)")
     parser.add_argument("--seed", type=int, default=0)

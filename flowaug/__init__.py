@@ -1,5 +1,5 @@
 """flowaug: semantic data augmentation with normalizing flows."""
-from flowaug.augmentation import FlowAug, LatentCache
+from flowaug.augmentation import Augmentation, Compose, FlowAug, FlowAugParams, LatentCache
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents
 from flowaug.models.classifiers import build_classifier, load_classifier, save_classifier
@@ -9,8 +9,11 @@ from flowaug.pretraining import PretrainConfig, pretrain
 __version__ = "0.1.0"
 
 __all__ = [
+    "Augmentation",
+    "Compose",
     "DecoupledFlow",
     "FlowAug",
+    "FlowAugParams",
     "FlowConfig",
     "LatentCache",
     "Latents",

@@ -11,9 +11,9 @@ Adding pretrained weights = copying the file into the directory and adding one l
 (:func:`register_pretrained` does both the hashing and the atomic manifest rewrite).
 
 The pretrained directory is, in order: the ``registry_dir`` argument, ``$FLOWAUG_PRETRAINED``,
-then ``pretrained/`` at the root of the source checkout (beside the ``flowaug`` package).
-The weights are not packaged into wheels: a non-editable install must point
-``$FLOWAUG_PRETRAINED`` (or ``registry_dir``) at a copy of that directory.
+``pretrained/`` at the root of a source checkout (beside the ``flowaug`` package), then the copy
+installed with the package (``flowaug.weights``: ``pip install .`` ships ``pretrained/`` inside
+the package, so an ordinary install finds its weights from any directory).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from flowaug.fileio import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "registry.json"
 SOURCE_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+PACKAGED_PRETRAINED_DIR = Path(__file__).resolve().parent / "weights"  # pretrained/ as installed by pip install .
 
 
 def _load_flow(path: Path, map_location: Any) -> nn.Module:
@@ -76,11 +77,14 @@ class PretrainedEntry:
 
 
 def resolve_registry_dir(registry_dir: str | os.PathLike | None = None) -> Path:
-    """The pretrained directory: ``registry_dir``, else ``$FLOWAUG_PRETRAINED``, else the checkout's."""
+    """The pretrained directory: ``registry_dir``, else ``$FLOWAUG_PRETRAINED``, else the source
+    checkout's ``pretrained/``, else the weights installed with the package."""
     if registry_dir is not None:
         return Path(registry_dir)
     env = os.environ.get("FLOWAUG_PRETRAINED")
-    return Path(env) if env else SOURCE_PRETRAINED_DIR
+    if env:
+        return Path(env)
+    return SOURCE_PRETRAINED_DIR if (SOURCE_PRETRAINED_DIR / MANIFEST_NAME).is_file() else PACKAGED_PRETRAINED_DIR
 
 
 def read_registry(registry_dir: str | os.PathLike | None = None) -> dict[str, PretrainedEntry]:

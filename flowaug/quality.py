@@ -10,19 +10,17 @@ Correlations are Pearson correlations. They are NaN where undefined because the 
 (the original, or the donor) does not vary; a reference that varies against an output that does
 not (e.g. an output clamped flat) scores 0, i.e. nothing was retained or transferred.
 
-:func:`swap_decode` builds augmented images directly in latent space (``flow.encode`` ->
-new nuisance code -> ``flow.decode``), and :func:`swap_quality` measures them.
+The augmented images these measures see come from calling the augmentation itself
+(``benchmarks/augment_quality.py`` calls FlowAug and reads its donors from ``aug.last_params``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowaug.augmentation.params import MODES
 from flowaug.flow.model import DecoupledFlow, Latents
 from flowaug.validation import check_float_images
 
@@ -246,90 +244,6 @@ def round_trip_error(flow: DecoupledFlow, x: Tensor, batch_size: int = 256) -> f
     return (decoded.double() - x.double()).abs().max().item()
 
 
-def derangement(n: int, generator: torch.Generator) -> Tensor:
-    """A random permutation of range(n) without fixed points, (n,) int64 on the CPU; n >= 2.
-
-    Built as one random cycle (each image's donor is the next image of a shuffled order), so
-    every image is a donor exactly once. ``generator`` is a CPU ``torch.Generator``.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"a permutation without fixed points needs n >= 2 images, got {n!r}")
-    order = torch.randperm(n, generator=generator)
-    donor = torch.empty(n, dtype=torch.int64)
-    donor[order] = order.roll(-1)
-    return donor
-
-
-@dataclass(frozen=True)
-class SwapDecode:
-    """Augmented images built in latent space, and how they were built (all CPU tensors).
-
-    output: (N, 3, S, S) float32 in [0, 1]: decodes clamped to [0, 1]; a non-finite decode is
-        replaced by its original image.
-    donor: (N,) int64, the index of the image whose nuisance code image i received (swap, mix),
-        or -1 (prior).
-    mix_weight: (N,) float32, the donor code's weight (1 for swap, 0 for prior).
-    finite: (N,) bool, whether each raw decode was finite BEFORE the fallback.
-    mode: "swap", "prior" or "mix"; temperature: the prior temperature (prior mode), else None.
-    """
-
-    output: Tensor
-    donor: Tensor
-    mix_weight: Tensor
-    finite: Tensor
-    mode: str
-    temperature: float | None
-
-
-def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded from the CPU ``generator`` (device-independent draws)."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-@torch.no_grad()
-def swap_decode(flow: DecoupledFlow, images: Tensor, *, mode: str = "swap", temperature: float = 0.7,
-                mix_range: tuple[float, float] = (0.5, 1.0), generator: torch.Generator,
-                batch_size: int = 256) -> SwapDecode:
-    """Give every image a new nuisance code and decode it.
-
-    images: (N, 3, S, S) float in [0, 1] on any device (processed batch-wise on the flow's
-    device; N >= 2 for swap and mix). Donors are a random permutation without fixed points
-    (:func:`derangement`). Modes: "swap" (the donor's code), "prior" (a sample of the flow's
-    prior at ``temperature``), "mix" ((1 - w) * own + w * donor's code, w ~ U(mix_range) per
-    image). All randomness comes from ``generator`` (a CPU ``torch.Generator``), so a seed gives
-    the same result on every device.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        raise ValueError("generator must be a CPU torch.Generator (e.g. torch.Generator().manual_seed(0))")
-    low, high = mix_range
-    if not 0 <= low <= high <= 1:
-        raise ValueError(f"mix_range must satisfy 0 <= low <= high <= 1, got {mix_range!r}")
-    check_float_images(images, "images")
-    _check_batch_size(batch_size)
-    n, device = images.shape[0], flow.initialized.device
-    if mode == "prior":
-        donor = torch.full((n,), -1, dtype=torch.int64)
-        weight = torch.zeros(n)
-    else:
-        donor = derangement(n, generator)
-        weight = torch.ones(n) if mode == "swap" else low + (high - low) * torch.rand(n, generator=generator)
-    semantic, own = _encode_all(flow, images, batch_size)
-    if mode == "prior":
-        nuisance = flow.sample_nuisance(n, temperature, _device_generator(generator, device))
-    else:
-        w = weight.to(device).unsqueeze(1)
-        nuisance = (1 - w) * own + w * own[donor.to(device)]
-    raw = _decode_all(flow, Latents(semantic, nuisance), batch_size).cpu()
-    finite = _finite_images(raw)
-    fallback = images.detach().cpu().to(raw.dtype)
-    output = torch.where(finite.view(-1, 1, 1, 1), raw.clamp(0, 1), fallback)
-    return SwapDecode(output=output, donor=donor, mix_weight=weight, finite=finite, mode=mode,
-                      temperature=temperature if mode == "prior" else None)
-
-
 def augmentation_quality(output: Tensor, original: Tensor, labels: Tensor, classifier: nn.Module, *,
                          donor: Tensor | None = None, width: int = 4, centre: int = 16,
                          batch_size: int = 256) -> dict[str, float | None]:
@@ -357,41 +271,3 @@ def augmentation_quality(output: Tensor, original: Tensor, labels: Tensor, class
         result["border_distance_to_donor_before"] = transfer["distance_to_donor_before"]
         result["border_distance_to_donor_after"] = transfer["distance_to_donor_after"]
     return result
-
-
-def measure_decoded(decoded: SwapDecode, images: Tensor, labels: Tensor, classifier: nn.Module, *,
-                    width: int = 4, centre: int = 16, batch_size: int = 256) -> dict[str, float | int | str | None]:
-    """Measure the images of :func:`swap_decode` against their originals ``images`` (N, 3, S, S).
-
-    Returns the :func:`augmentation_quality` keys plus mode, temperature (prior only, else
-    None), images (N), finite_fraction (of the raw decodes, before the fallback) and
-    nonfinite_replaced (how many outputs fell back to their original).
-    """
-    check_float_images(images, "images")
-    _check_labels(labels, images.shape[0])
-    if decoded.output.shape != images.shape:
-        raise ValueError(f"decoded outputs have shape {tuple(decoded.output.shape)} but images have "
-                         f"{tuple(images.shape)}; pass the images that were decoded")
-    original = images.detach().cpu().float()
-    donor = None if decoded.mode == "prior" else original[decoded.donor]
-    measures = augmentation_quality(decoded.output, original, labels, classifier, donor=donor,
-                                    width=width, centre=centre, batch_size=batch_size)
-    return {"mode": decoded.mode, "temperature": decoded.temperature, "images": images.shape[0],
-            "finite_fraction": decoded.finite.double().mean().item(),
-            "nonfinite_replaced": int((~decoded.finite).sum()), **measures}
-
-
-def swap_quality(flow: DecoupledFlow, images: Tensor, labels: Tensor, classifier: nn.Module, *,
-                 mode: str = "swap", temperature: float = 0.7, mix_range: tuple[float, float] = (0.5, 1.0),
-                 generator: torch.Generator, batch_size: int = 256, width: int = 4,
-                 centre: int = 16) -> dict[str, float | int | str | None]:
-    """Augment ``images`` in latent space (:func:`swap_decode`) and measure them (:func:`measure_decoded`).
-
-    images: (N, 3, S, S) float in [0, 1]; labels: (N,) class ids; classifier: a fixed reference
-    classifier (float [0, 1] images -> logits). Deterministic for a given generator state.
-    """
-    check_float_images(images, "images")
-    _check_labels(labels, images.shape[0])
-    decoded = swap_decode(flow, images, mode=mode, temperature=temperature, mix_range=mix_range,
-                          generator=generator, batch_size=batch_size)
-    return measure_decoded(decoded, images, labels, classifier, width=width, centre=centre, batch_size=batch_size)

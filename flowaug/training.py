@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,43 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from flowaug.augmentation.base import reseed
 from flowaug.data.base import to_float_chw
 from flowaug.errors import CheckpointError
 from flowaug.fileio import atomic_torch_save, read_checkpoint
 
 TRAIN_STATE_FORMAT = "flowaug-train-state"
 TRAIN_STATE_VERSION = 1
-
-
-class Augment(Protocol):
-    """A batch augmentation: float images (B, 3, H, W) in [0, 1], labels (B,) and a generator on the
-    images' device in; augmented images of the same shape, dtype and device out."""
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class CropFlip:
-    """Random crop after ``padding`` pixels of padding (``padding_mode`` "reflect" or "constant" = zeros)
-    and a horizontal flip with probability 0.5, drawn per sample from ``generator``."""
-
-    padding: int = 4
-    padding_mode: str = "reflect"
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, channels, height, width = images.shape
-        device = images.device
-        pad = self.padding
-        padded = F.pad(images, (pad, pad, pad, pad), mode=self.padding_mode)
-        dy = torch.randint(0, 2 * pad + 1, (batch, 1), generator=generator, device=device)
-        dx = torch.randint(0, 2 * pad + 1, (batch, 1), generator=generator, device=device)
-        flip = torch.rand(batch, 1, generator=generator, device=device) < 0.5
-        cols = torch.arange(width, device=device).expand(batch, width)
-        cols = torch.where(flip, width - 1 - cols, cols) + dx
-        rows = torch.arange(height, device=device).expand(batch, height) + dy
-        return padded[torch.arange(batch, device=device)[:, None, None, None],
-                      torch.arange(channels, device=device)[None, :, None, None],
-                      rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def to_float_images(batch: torch.Tensor) -> torch.Tensor:
@@ -109,17 +78,6 @@ def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-class BatchAugment(Protocol):
-    """A batch augmentation that may change labels: float images (B, 3, H, W) in [0, 1], labels
-    (int (B,) or soft float (B, C)) and a generator on the images' device in; images of the same
-    shape, dtype and device and labels (int (B,) or soft (B, C) rows summing to 1) out. One with a
-    true ``takes_index`` attribute is also given ``index``: the batch's rows in the training set
-    (for FlowAug's latent cache)."""
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
 def _synchronize(device: torch.device) -> float:
     """``time.perf_counter()`` after waiting for ``device``'s queued work (so phase times are honest on GPUs)."""
     if device.type == "cuda":
@@ -135,9 +93,8 @@ def train_epoch(
     labels: torch.Tensor,
     *,
     batch_size: int,
-    augment: BatchAugment | None,
+    augment: nn.Module | None,
     shuffle_generator: torch.Generator,
-    augment_generator: torch.Generator,
     memory_format: torch.memory_format = torch.channels_last,
     amp: bool = False,
     label_smoothing: float = 0.0,
@@ -152,7 +109,9 @@ def train_epoch(
     The order is a permutation drawn from ``shuffle_generator`` (identical on every DDP rank);
     each global batch of ``batch_size`` is split across ``world_size`` ranks (rank r takes rows
     r, r + world_size, ...; ``batch_size`` must divide by ``world_size``) and the last incomplete
-    batch is dropped. ``augment`` draws from ``augment_generator`` (seed it per rank). Soft labels
+    batch is dropped. ``augment`` (an :class:`~flowaug.augmentation.Augmentation` or a ``v2.Compose`` of
+    them) is called as ``augment(x, y)`` and draws from its own generators (seed them per epoch and
+    rank with :func:`flowaug.augmentation.reseed`). Soft labels
     (B, C) from mixing augmentations go straight into ``F.cross_entropy`` (probability targets).
 
     Returns loss and train_accuracy (this rank's batches; percent, on augmented batches, against
@@ -181,8 +140,7 @@ def train_epoch(
         tock = _synchronize(device)
         times["data_seconds"] += tock - tick
         if augment is not None:
-            extra = {"index": index} if getattr(augment, "takes_index", False) else {}
-            x, y = augment(x, y, augment_generator, **extra)
+            x, y = augment(x, y)
         tick = _synchronize(device)
         times["augment_seconds"] += tick - tock
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -250,7 +208,7 @@ def train_classifier(
     lr: float = 0.2,
     weight_decay: float = 5e-4,
     seed: int = 0,
-    augment: Augment | None = CropFlip(),
+    augment: nn.Module | None = None,
     optimizer: str = "sgd",
     warmup_fraction: float = 0.2,
     label_smoothing: float = 0.0,
@@ -265,8 +223,8 @@ def train_classifier(
     images: uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1], numpy or torch; held
     whole on ``device`` (default: CUDA if available, else CPU). labels: int (N,).
     Each epoch shuffles with a ``torch.Generator`` seeded from ``seed`` and drops the
-    last incomplete batch; ``augment`` (default random crop with 4-pixel reflect
-    padding + horizontal flip) runs on each float batch with the same generator.
+    last incomplete batch; ``augment`` (e.g. :class:`~flowaug.augmentation.baselines.CropFlip`;
+    None: no augmentation) runs on each float batch, re-seeded from (``seed``, epoch).
     ``optimizer`` is "sgd" (Nesterov, momentum 0.9) or "adam" (AdamW); the learning
     rate follows :func:`one_cycle` per step. Same seed, same inputs, same device ->
     same weights. ``amp`` runs forward and loss under bfloat16 autocast (for GPUs; no
@@ -294,11 +252,12 @@ def train_classifier(
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total_steps, warmup_fraction))
     generator = torch.Generator(device=device).manual_seed(seed)
-    batch_augment = None if augment is None else lambda x, y, g: (augment(x, y, g), y)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
-        record = train_epoch(model, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=batch_augment,
-                             shuffle_generator=generator, augment_generator=generator,
+        if augment is not None:
+            reseed(augment, seed, epoch)
+        record = train_epoch(model, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=augment,
+                             shuffle_generator=generator,
                              memory_format=memory_format, amp=amp, label_smoothing=label_smoothing,
                              desc=f"epoch {epoch}/{epochs}", progress=progress)
         record = {"epoch": epoch, **record}

@@ -1,15 +1,18 @@
 """Checks of float image batches shared by the flow, FlowAug and the quality metrics."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
 def check_finite_unit_range(x: Tensor, name: str, hint: str = "") -> None:
-    """Raise ValueError unless every value of float ``x`` is finite and in [0, 1] (one device sync);
-    ``hint`` is appended to the range error."""
-    finite, low, high = torch.stack([torch.isfinite(x).all().to(x.dtype), x.amin(), x.amax()]).tolist()
-    if not finite:
+    """Raise ValueError unless every value of float ``x`` is finite and in [0, 1] (one pass over x, one
+    device sync: a NaN makes both extremes NaN, an Inf makes one infinite); ``hint`` is appended to the
+    range error."""
+    low, high = torch.stack(torch.aminmax(x)).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} contains NaN or Inf values")
     if low < 0.0 or high > 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node=2 recipes/train_cifar.py --aug standard,flowaug --profile gpu   # DDP
 
 Every method gets the same model, epochs, schedule and seeds; only ``--aug`` differs (names and
-how each draws per sample: :mod:`flowaug.baselines`). The run folder ``--out`` holds
+how each draws per sample: :mod:`flowaug.augmentation.baselines`). The run folder ``--out`` holds
 ``config.json``, ``metrics.jsonl`` (one line per epoch), ``train_state.pt`` (for ``--resume``),
 ``model.pt`` (:func:`flowaug.save_classifier`) and ``report.json``: the :func:`flowaug.evaluate`
 report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C from the official
@@ -33,7 +33,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from flowaug.baselines import AugmentContext, build_augment
+from flowaug.augmentation import reseed
+from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
 from flowaug.data.make_cifar_c import generate_from_test_split
@@ -82,7 +83,7 @@ SEED = 0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aug", default="standard,flowaug",
-                        help="augmentation(s), comma-separated: see flowaug.baselines")
+                        help="augmentation(s), comma-separated: see flowaug.augmentation.baselines")
     parser.add_argument("--profile", default="cpu", choices=list(PROFILES))
     parser.add_argument("--model", choices=sorted(CLASSIFIERS), help="default: the profile's")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
@@ -212,11 +213,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     total_steps = args.epochs * (len(x_all) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, total_steps, WARMUP_FRACTION))
 
-    config = {"aug": augment.names, "model": args.model, "dataset": args.dataset, "data": train_set.description,
+    aug_names = parse_augmentations(args.aug)
+    config = {"aug": aug_names, "model": args.model, "dataset": args.dataset, "data": train_set.description,
               "train_images": len(x_all), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last, "optimizer": OPTIMIZER,
               "weight_decay": WEIGHT_DECAY, "label_smoothing": LABEL_SMOOTHING, "warmup_fraction": WARMUP_FRACTION,
-              "flow": str(args.flow) if "flowaug" in augment.names else None, "flowaug_p": FLOWAUG_P,
+              "flow": str(args.flow) if "flowaug" in aug_names else None, "flowaug_p": FLOWAUG_P,
               "flowaug_mode": FLOWAUG_MODE, "flowaug_cache": args.flowaug_cache, "world_size": world_size}
     state_path = out / "train_state.pt"
     if state_path.exists() and not args.resume:
@@ -227,7 +229,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         atomic_write_text(json.dumps({**config, "profile": args.profile, "command": args.command,
                                       "device": str(device), "torch": str(torch.__version__),
                                       "host": platform.node()}, indent=2) + "\n", out / "config.json")
-        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {augment}, "
+        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
               f"{world_size} process(es) on {device}, out {out}")
     wants_c = args.eval_suites is None or any(SUITES[name].kind == "corruptions" for name in args.eval_suites)
     c_dir = cifar_c_folder(args) if is_main and wants_c else None  # before training: a failure costs nothing
@@ -238,9 +240,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     last_epoch = min(args.epochs, args.stop_after or args.epochs)
     for epoch in range(len(history) + 1, last_epoch + 1):
+        reseed(augment, args.seed, epoch, rank + 1)
         record = train_epoch(net, optimizer, scheduler, x_all, y_all, batch_size=args.batch_size, augment=augment,
                              shuffle_generator=seeded_generator(device, args.seed, epoch),
-                             augment_generator=seeded_generator(device, args.seed, epoch, rank + 1),
                              memory_format=memory_format, amp=args.amp, label_smoothing=LABEL_SMOOTHING,
                              rank=rank, world_size=world_size, desc=f"epoch {epoch}/{args.epochs}", progress=is_main)
         history.append({"epoch": epoch, **record})

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from flowaug.flow import DecoupledFlow, get_preset, save_flow
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Tests use tiny models, where intra-op threads only add overhead, and several tests start
@@ -37,6 +39,40 @@ def shared_file(shared_data: Path) -> Callable[[str], Path]:
             pytest.fail(f"needed offline file {path} is missing (see {shared_data / 'README.md'})")
         return path
     return require
+
+
+def make_tiny_flow() -> DecoupledFlow:
+    """The ``tiny`` preset, initialised and then perturbed so the nuisance code visibly changes the
+    decode (a freshly initialised flow is the identity and would let every FlowAug test pass)."""
+    torch.manual_seed(0)
+    flow = DecoupledFlow(get_preset("tiny"))
+    flow.initialize(torch.rand(16, 3, 32, 32))
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return flow.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_flow() -> DecoupledFlow:
+    """:func:`make_tiny_flow` (shared: tests must not change it)."""
+    return make_tiny_flow()
+
+
+@pytest.fixture(scope="session")
+def tiny_flow_path(tmp_path_factory: pytest.TempPathFactory, tiny_flow: DecoupledFlow) -> Path:
+    """:func:`make_tiny_flow` saved as a ``flowaug-flow`` checkpoint."""
+    path = tmp_path_factory.mktemp("tiny_flow") / "flow.pt"
+    save_flow(tiny_flow, path, meta={"note": "perturbed tiny flow for tests"})
+    return path
+
+
+@pytest.fixture
+def colour_images() -> torch.Tensor:
+    """Eight images (8,3,32,32) in [0,1] with distinct colour casts, so their nuisance codes differ."""
+    generator = torch.Generator().manual_seed(1)
+    cast = torch.rand(8, 3, 1, 1, generator=generator) * 0.5
+    return cast + 0.5 * torch.rand(8, 3, 32, 32, generator=generator)
 
 
 class SyntheticCifar:

@@ -17,24 +17,14 @@ from flowaug.flow import DecoupledFlow, Latents, get_preset
 MODES = ["swap", "prior", "mix"]
 
 
-@pytest.fixture(scope="module")
-def flow() -> DecoupledFlow:
-    """A tiny flow whose zero-initialised layers are perturbed, so the nuisance code matters."""
-    torch.manual_seed(0)
-    model = DecoupledFlow(get_preset("tiny"))
-    model.initialize(torch.rand(16, 3, 32, 32))
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.2 * torch.randn_like(parameter))
-    return model.eval()
+@pytest.fixture
+def flow(tiny_flow) -> DecoupledFlow:
+    return tiny_flow
 
 
 @pytest.fixture
-def images() -> torch.Tensor:
-    """Eight images with distinct colour casts, so their nuisance codes differ."""
-    generator = torch.Generator().manual_seed(1)
-    cast = torch.rand(8, 3, 1, 1, generator=generator) * 0.5
-    return cast + 0.5 * torch.rand(8, 3, 32, 32, generator=generator)
+def images(colour_images) -> torch.Tensor:
+    return colour_images
 
 
 class ColourFlow(nn.Module):
@@ -46,14 +36,24 @@ class ColourFlow(nn.Module):
         self.config = get_preset("tiny")
         self.anchor = nn.Parameter(torch.zeros(()))
 
+        self.num_dims = 3 * 32 * 32
+
     def encode_nuisance(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3))[:, None]
 
-    def encode(self, x: torch.Tensor, validate: bool = True) -> Latents:
-        return Latents(x.flatten(1), self.encode_nuisance(x))
+    def encode(self, x: torch.Tensor, validate: bool = True, with_log_det: bool = False):
+        latents = Latents(x.flatten(1), self.encode_nuisance(x))
+        return (latents, torch.zeros(len(x))) if with_log_det else latents
 
-    def decode(self, latents: Latents) -> torch.Tensor:
-        return latents.nuisance[:, :, None, None].expand(-1, 3, 32, 32).clone()
+    def decode(self, latents: Latents, with_log_det: bool = False):
+        out = latents.nuisance[:, :, None, None].expand(-1, 3, 32, 32).clone()
+        return (out, torch.zeros(len(out))) if with_log_det else out
+
+
+def painted_donors(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Which image's mean each ColourFlow output shows (its donor), (B,)."""
+    own_means = images.mean(dim=(1, 2, 3))
+    return (out[:, 0, 0, 0][:, None] - own_means[None, :]).abs().argmin(dim=1)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -73,7 +73,7 @@ def test_p0_returns_input_bit_exactly(flow, images, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_p1_changes_every_image(flow, images, mode):
-    aug = FlowAug(flow, p=1.0, mode=mode, generator=0)
+    aug = FlowAug(flow, p=1.0, mode=mode, generator=0, guard=None)
     out = aug(images)
     change = (out - images).abs().flatten(1).amax(dim=1)
     assert (change > 1e-3).all(), change
@@ -95,30 +95,79 @@ def test_labels_returned_unchanged(flow, images):
     assert labels is y and out.shape == images.shape
 
 
-@pytest.mark.parametrize("donor", ["same_class", "other_class"])
-def test_class_aware_donors_respect_labels(images, donor):
+@pytest.mark.parametrize("donor", ["any", "same_class", "other_class", "other_group", "balanced"])
+def test_donor_policies_are_honoured_and_reported(images, donor):
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0])
-    aug = FlowAug(ColourFlow(), p=1.0, mode="swap", donor=donor, generator=0)
-    out, _ = aug(images, labels)
-    own_means = images.mean(dim=(1, 2, 3))
-    painted = out[:, 0, 0, 0]
-    donor_index = (painted[:, None] - own_means[None, :]).abs().argmin(dim=1)
+    groups = torch.tensor([0, 1, 0, 1, 0, 1, 2, 2])
+    aug = FlowAug(ColourFlow(), p=1.0, mode="swap", donor=donor, generator=0, guard=None)
+    out, _ = aug(images, labels, groups=groups)
+    donor_index = painted_donors(out, images)
+    assert torch.equal(donor_index, aug.last_params.donor), "last_params must name the donors used"
     assert (donor_index != torch.arange(8)).all()
-    same = labels[donor_index] == labels
-    assert same.all() if donor == "same_class" else (~same).all()
+    same_class, same_group = labels[donor_index] == labels, groups[donor_index] == groups
+    expected = {"same_class": same_class, "other_class": ~same_class, "other_group": ~same_group}
+    assert expected.get(donor, torch.ones(8, dtype=torch.bool)).all()
 
 
-def test_draw_params_gives_self_when_no_allowed_donor():
-    labels = torch.tensor([0, 1, 1])
-    params = draw_params(3, 1.0, labels, "same_class", (0.5, 1.0), torch.Generator().manual_seed(0))
-    assert params.donor.tolist() == [0, 2, 1]
+def test_balanced_donors_make_class_and_group_independent():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (4000,), generator=generator)
+    groups = torch.where(torch.rand(4000, generator=generator) < 0.9, labels, 1 - labels)  # 90% aligned
+    params = draw_params(4000, 1.0, "swap", "balanced", groups=groups, generator=torch.Generator().manual_seed(1))
+    new_group = groups[params.donor]
+    for c in (0, 1):
+        share = (new_group[labels == c] == 0).double().mean().item()
+        assert abs(share - 0.5) < 0.04, f"class {c}: {share:.3f} of the outputs in group 0"
 
 
-def test_image_without_same_class_donor_is_unchanged(flow, images):
-    labels = torch.tensor([0, 1, 1, 2, 2, 3, 3, 3])
-    out, _ = FlowAug(flow, p=1.0, donor="same_class", generator=0)(images, labels)
-    assert torch.equal(out[0], images[0])
-    assert not torch.equal(out[1], images[1])
+@pytest.mark.parametrize("donor, ids", [("same_class", [0, 1, 1]), ("other_group", [4, 4, 4])])
+def test_a_sample_without_an_allowed_donor_is_kept_and_counted(images, donor, ids):
+    aug = FlowAug(ColourFlow(), p=1.0, donor=donor, generator=0, guard=None)
+    ids = torch.tensor(ids)
+    out, _ = aug(images[:3], ids, groups=ids)
+    alone = torch.tensor([True, False, False]) if donor == "same_class" else torch.ones(3, dtype=torch.bool)
+    assert torch.equal(out[alone], images[:3][alone])
+    assert aug.no_donor_count == int(alone.sum()) and torch.equal(aug.last_params.no_donor, alone)
+
+
+@pytest.mark.parametrize("mode, donor", [("swap", "any"), ("prior", "any"), ("mix", "same_class"),
+                                         ("swap", "other_group"), ("mix", "balanced")])
+def test_params_replay_reproduces_the_call_bit_for_bit(flow, images, mode, donor):
+    labels, groups = torch.arange(8) % 2, torch.arange(8) % 3
+    aug = FlowAug(flow, p=0.8, mode=mode, donor=donor, generator=7)
+    first, _ = aug(images, labels, groups=groups)
+    replayed, _ = aug(images, labels, groups=groups, params=aug.last_params)
+    assert torch.equal(first, replayed)
+    fresh, _ = aug(images, labels, groups=groups)
+    assert not torch.equal(first, fresh), "a new call must draw new parameters"
+    drawn = aug.forward_parameters(images, labels, groups=groups)
+    applied, _ = aug(images, labels, groups=groups, params=drawn)
+    assert torch.equal(applied, aug(images, labels, groups=groups, params=aug.last_params)[0])
+
+
+def test_params_of_another_batch_size_are_refused(flow, images):
+    aug = FlowAug(flow, p=1.0, generator=0)
+    params = aug.forward_parameters(images[:4])
+    with pytest.raises(ValueError, match="rows for this batch"):
+        aug(images, params=params)
+    with pytest.raises(TypeError, match="FlowAugParams"):
+        aug(images, params={"apply": torch.ones(8)})
+
+
+def test_each_image_receives_its_donors_code(images):
+    aug = FlowAug(ColourFlow(), p=1.0, mode="mix", mix_range=(0.25, 0.75), generator=3, guard=None)
+    out = aug(images)
+    params, means = aug.last_params, images.mean(dim=(1, 2, 3))
+    expected = (1 - params.mix_weight) * means + params.mix_weight * means[params.donor]
+    torch.testing.assert_close(out[:, 0, 0, 0], expected)
+
+
+def test_draws_are_linear_in_the_batch_size():
+    groups = torch.randint(0, 8, (16384,), generator=torch.Generator().manual_seed(0))
+    params = draw_params(16384, 0.5, "mix", "balanced", groups=groups, generator=torch.Generator().manual_seed(0))
+    assert params.donor.shape == (16384,) and params.prior_noise is None
+    chosen = params.apply
+    assert (params.donor[chosen] != torch.arange(16384)[chosen]).all()
 
 
 def test_mix_weight_one_equals_swap(flow, images):
@@ -147,13 +196,13 @@ def test_no_autograd_through_the_flow(flow, images):
 
 
 def test_non_finite_decodes_fall_back_to_the_input(flow, images, monkeypatch):
-    aug = FlowAug(flow, p=1.0, generator=0)
+    aug = FlowAug(flow, p=1.0, generator=0, guard=None)
     real_decode = flow.decode
 
-    def half_broken_decode(latents):
-        decoded = real_decode(latents)
+    def half_broken_decode(latents, with_log_det=False):
+        decoded, log_det = real_decode(latents, with_log_det=True)
         decoded[::2] = float("nan")
-        return decoded
+        return decoded, log_det
 
     monkeypatch.setattr(flow, "decode", half_broken_decode)
     out = aug(images)
@@ -186,18 +235,43 @@ def test_bad_labels_and_options_raise_clear_errors(flow, images):
         FlowAug(flow)(images, torch.zeros(8))
     with pytest.raises(ValueError, match="needs labels"):
         FlowAug(flow, donor="same_class")(images)
+    with pytest.raises(ValueError, match="needs groups"):
+        FlowAug(flow, donor="balanced")(images, torch.zeros(8, dtype=torch.long))
     with pytest.raises(ValueError, match="single image.*mode='prior'"):
         FlowAug(flow, mode="swap")(images[:1])
     with pytest.raises(ValueError, match="unknown mode 'recolour'"):
         FlowAug(flow, mode="recolour")
     with pytest.raises(ValueError, match="unknown donor"):
         FlowAug(flow, donor="neighbour")
-    with pytest.raises(ValueError, match="p must be in"):
+    with pytest.raises(ValueError, match="p must be a number in"):
         FlowAug(flow, p=1.5)
-    with pytest.raises(ValueError, match="no latent cache"):
-        FlowAug(flow)(images, index=torch.arange(8))
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+    with pytest.raises(ValueError, match="p must be a number in"):
+        FlowAug(flow, p="0.5")
+    with pytest.raises(ValueError, match="temperature must be a number"):
         FlowAug(flow, temperature=-1.0)
+    with pytest.raises(TypeError, match="generator must be an int seed"):
+        FlowAug(flow, generator=1.5)
+    with pytest.raises(ValueError, match="guard must be a number"):
+        FlowAug(flow, guard="strict")
+
+
+@pytest.mark.parametrize("make_input, hint", [
+    (lambda x: x * 255, "divide by 255"),
+    (lambda x: (x * 255).to(torch.uint8).permute(0, 2, 3, 1), "permute"),
+    (lambda x: (x - 0.5) / 0.25, "before normalisation"),
+])
+def test_errors_point_the_right_way(flow, images, make_input, hint):
+    with pytest.raises(ValueError, match=hint):
+        FlowAug(flow)(make_input(images))
+
+
+def test_numpy_integer_seed_and_empty_batch(flow, images):
+    import numpy as np
+
+    out = FlowAug(flow, p=1.0, generator=np.int64(3))(images)
+    assert torch.equal(out, FlowAug(flow, p=1.0, generator=3)(images))
+    empty = torch.zeros(0, 3, 32, 32)
+    assert FlowAug(flow)(empty).shape == (0, 3, 32, 32)
 
 
 def test_resize_opt_in(flow):
@@ -207,17 +281,25 @@ def test_resize_opt_in(flow):
 
 
 @pytest.mark.parametrize("dtype, mean_tolerance", [(torch.float32, 1e-6), (torch.float16, 3e-2)])
-def test_latent_cache_matches_encoding(flow, images, dtype, mean_tolerance):
+def test_latent_cache_finds_rows_by_content(flow, images, dtype, mean_tolerance):
     aug = FlowAug(flow, p=1.0, mode="mix", generator=2)
     cache = aug.cache_latents(images, dtype=dtype, progress=False)
     assert len(cache) == 8 and cache.semantic.dtype == dtype
-    assert cache.nbytes == 8 * 3 * 32 * 32 * torch.finfo(dtype).bits // 8 + 8 * flow.config.nuisance_dim * 4
     shuffled = torch.tensor([3, 1, 7, 0, 2, 6, 5, 4])
-    out = aug(images[shuffled], index=shuffled)
+    out = aug(images[shuffled])
     reference = FlowAug(flow, p=1.0, mode="mix", generator=2)(images[shuffled])
     assert (out - reference).abs().mean() < mean_tolerance
-    with pytest.raises(IndexError, match="cache size"):
-        aug(images, index=torch.arange(8) + 1)
+    assert aug.cache_misses == 0
+
+
+def test_latent_cache_never_returns_other_images(flow, images):
+    aug = FlowAug(flow, p=1.0, mode="swap", generator=2)
+    aug.cache_latents(images[:4], dtype=torch.float32, progress=False)
+    flipped = images.flip(-1)  # not cached: must be encoded, not read from rows 0-7
+    out = aug(flipped)
+    reference = FlowAug(flow, p=1.0, mode="swap", generator=2)(flipped)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+    assert aug.cache_misses == 8
 
 
 def test_works_inside_torchvision_compose(flow, images):
@@ -246,16 +328,19 @@ class PerSampleDataset(Dataset):
 
 def test_per_sample_in_dataloader_workers(flow, images):
     same_images = images[:1].expand(8, -1, -1, -1)
-    dataset = PerSampleDataset(same_images, FlowAug(flow, p=1.0, mode="prior", generator=0))
-    batches = list(DataLoader(dataset, batch_size=4, num_workers=2))
-    assert len(batches) == 2
-    for augmented, original in batches:
-        assert augmented.shape == original.shape
+    dataset = PerSampleDataset(same_images, FlowAug(flow, p=1.0, mode="prior", generator=0, guard=None))
+    loader = DataLoader(dataset, batch_size=4, num_workers=2)
+
+    def two_epochs() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        return [augmented for _ in range(2) for augmented, _ in loader]
+
+    first = two_epochs()
+    for augmented, original in zip(first, [same_images[:4]] * 4):
         assert ((augmented - original).abs().flatten(1).amax(dim=1) > 1e-3).all()
-    first_worker, second_worker = batches[0][0], batches[1][0]
-    assert not torch.equal(first_worker, second_worker), "workers repeated each other's random draws"
-    again = list(DataLoader(dataset, batch_size=4, num_workers=2))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again)), "not reproducible for a seed"
+    assert not torch.equal(first[0], first[1]), "workers repeated each other's random draws"
+    assert not torch.equal(first[0], first[2]), "epoch 2 repeated epoch 1's augmentations"
+    assert all(torch.equal(a, b) for a, b in zip(first, two_epochs())), "not reproducible for a seed"
 
 
 def test_module_conversions_move_the_flow(flow, images):
@@ -267,3 +352,35 @@ def test_module_conversions_move_the_flow(flow, images):
 def test_repr_is_readable(flow):
     text = repr(FlowAug(flow, p=0.3, mode="mix"))
     assert text.startswith("FlowAug(") and "mode='mix'" in text and "p=0.3" in text and "32x32" in text
+
+
+def test_guard_rejects_implausible_decodes_and_counts_them(flow, images):
+    aug = FlowAug(flow, p=1.0, mode="prior", temperature=3.0, generator=0, guard=None)
+    unguarded = aug(images)
+    bits = aug.last_extra_bits
+    assert torch.isfinite(bits).all()
+    threshold = float(bits.median())
+    aug.guard = threshold
+    guarded = aug(images, params=aug.last_params)
+    rejected = bits > threshold
+    assert rejected.any() and (~rejected).any()
+    assert torch.equal(guarded[rejected], images[rejected])
+    assert torch.equal(guarded[~rejected], unguarded[~rejected])
+    assert aug.rejected_count == int(rejected.sum()) and torch.equal(aug.last_augmented, ~rejected)
+
+
+def test_guard_statistic_is_the_change_in_bits_per_dim(flow, images):
+    aug = FlowAug(flow, p=1.0, mode="swap", generator=0, guard=None)
+    out = aug(images)
+    donors = aug.last_params.donor
+    latents = flow.encode(images)
+    decoded, new_log_det = flow.decode(Latents(latents.semantic, latents.nuisance[donors]), with_log_det=True)
+    _, own_log_det = flow.encode(images, with_log_det=True)
+    expected = (new_log_det - own_log_det) / (flow.num_dims * torch.log(torch.tensor(2.0)))
+    torch.testing.assert_close(aug.last_extra_bits, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, decoded.clamp(0, 1))
+
+
+def test_from_pretrained_loads_the_registered_flow():
+    aug = FlowAug.from_pretrained("cifar10", p=0.25, mode="prior")
+    assert aug.p == 0.25 and aug.mode == "prior" and aug.flow.config.image_size == 32

@@ -319,3 +319,25 @@ def test_prior_samples_from_a_cpu_generator_match_on_any_model_device(model):
     first = model.sample_nuisance(5, 0.7, torch.Generator().manual_seed(4))
     second = model.sample_nuisance(5, 0.7, torch.Generator().manual_seed(4))
     assert torch.equal(first, second) and first.shape == (5, model.config.nuisance_dim)
+
+
+@pytest.mark.parametrize("conditioning", ["film", "shift"])
+def test_decode_log_det_is_minus_the_encode_log_det_and_both_conditionings_invert(conditioning, images):
+    torch.manual_seed(0)
+    model = DecoupledFlow(get_preset("tiny", conditioning=conditioning))
+    model.initialize(images)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.03 * torch.randn_like(parameter))
+        latents, encode_log_det = model.encode(images, with_log_det=True)
+        decoded, decode_log_det = model.decode(latents, with_log_det=True)
+    assert (decoded - images).abs().max() < 1e-4
+    torch.testing.assert_close(decode_log_det, encode_log_det, atol=1e-3, rtol=1e-5)
+    with torch.no_grad():
+        other = model.decode(Latents(latents.semantic, latents.nuisance.flip(0)))
+    assert (other - images).abs().mean() > 2e-5, "the nuisance code must change the decode"
+
+
+def test_shift_conditioning_never_scales_hidden_activations():
+    net = DecoupledFlow(get_preset("tiny", conditioning="shift")).levels[0][0].coupling.net
+    assert not hasattr(net, "film") and net.shift.out_features == net.conv1.out_channels

@@ -14,9 +14,9 @@ from PIL import Image
 from flowaug.augmentation import FlowAug
 from flowaug.cli import main
 from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundError, FlowaugError
-from flowaug.flow import DecoupledFlow, Latents
+from flowaug.flow import DecoupledFlow, Latents, get_preset
 from flowaug.pretraining import PretrainConfig, TrainingDivergedError, load_pretrain_data, lr_at, pretrain
-from flowaug.pretraining.loop import kl_weight_at
+from flowaug.pretraining.loop import kl_weight_at, warm_start
 
 
 def write_npz(path: Path, n_train: int = 40, n_test: int | None = 8, size: int = 32, seed: int = 0) -> Path:
@@ -195,7 +195,7 @@ def test_folder_pretraining_at_64_gives_a_flow_that_swaps_nuisance(tmp_path: Pat
     aug = FlowAug(str(path), p=1.0, generator=0)  # the custom flow plugs into FlowAug like a shipped one
     augmented = aug(x)
     assert augmented.shape == x.shape and torch.isfinite(augmented).all()
-    assert aug.augmented_count + aug.fallback_count == len(x)
+    assert aug.augmented_count + aug.fallback_count + aug.rejected_count == len(x)
     sizes = {name: Image.open(out / "samples" / f"epoch_001_{name}.png").size for name in ("recon", "swap", "prior")}
     cell = 64 + 1
     assert sizes == {"recon": (2 * cell + 1, 2 * cell + 1), "swap": (3 * cell + 1, 3 * cell + 1),
@@ -356,3 +356,29 @@ def test_resume_with_a_changed_schedule_is_recorded(tmp_path: Path, npz: Path) -
     resumes = [r for r in records if r["kind"] == "resume"]
     assert resumes == [{"kind": "resume", "step": 2, "changed": {"lr": [original["pretrain"]["lr"],
                                                                          original["pretrain"]["lr"] / 2]}}]
+
+
+def test_export_carries_a_calibrated_guard_threshold(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}"))
+    flow = DecoupledFlow.from_checkpoint(out / "flow.pt")
+    assert math.isfinite(flow.meta["guard_bits"]) and "quantile" in flow.meta["guard_calibration"]
+    assert FlowAug(flow).guard == flow.meta["guard_bits"]
+
+
+def test_warm_start_copies_matching_tensors_and_keeps_the_new_conditioning_at_zero(tmp_path: Path, npz: Path) -> None:
+    film = tmp_path / "film"
+    pretrain(config(film, f"npz:{npz}"))
+    source = DecoupledFlow.from_checkpoint(film / "flow.pt").state_dict()
+    flow = DecoupledFlow(get_preset("tiny", conditioning="shift"))
+    report = warm_start(flow, str(film / "flow.pt"))
+    state = flow.state_dict()
+    assert report["kept"] and all(".coupling.net.shift." in name for name in report["kept"])
+    assert all(torch.equal(state[name], source[name]) for name in report["copied"])
+    assert all((state[name] == 0).all() for name in report["kept"])
+    warm = tmp_path / "warm"
+    pretrain(config(warm, f"npz:{npz}", init_from=str(film / "flow.pt"), epochs=1))
+    first_epoch = [r["val_bpd"] for r in metric_records(warm) if r["kind"] == "epoch"][0]
+    assert first_epoch < [r["val_bpd"] for r in metric_records(film) if r["kind"] == "epoch"][0]
+    with pytest.raises(CheckpointError, match="init_from"):
+        pretrain(config(warm, f"npz:{npz}", resume=True, epochs=1))

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flowaug.augmentation.baselines import CropFlip
 from flowaug.models import build_classifier
-from flowaug.training import CropFlip, to_float_images, train_classifier, train_epoch
+from flowaug.training import train_classifier
 
 
 def tiny_split(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +25,7 @@ def train_tiny(images, labels, seed=0, epochs=2, **kwargs):
     torch.manual_seed(0)
     model = build_classifier("small", 2)
     history = train_classifier(model, images, labels, epochs=epochs, batch_size=16, lr=0.05, seed=seed,
-                               device="cpu", progress=False, **kwargs)
+                               device="cpu", progress=False, **{"augment": CropFlip(), **kwargs})
     return model, history
 
 
@@ -71,9 +72,8 @@ def test_amp_trains_with_finite_loss():
 
 
 def test_crop_flip_returns_windows_of_the_padded_image():
-    generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 32, 32)
-    out = CropFlip(padding=4, padding_mode="constant")(images, torch.zeros(6), generator)
+    out = CropFlip(padding=4, padding_mode="constant", generator=0)(images)
     padded = F.pad(images, (4, 4, 4, 4))
     found_flip = set()
     for i in range(len(images)):
@@ -98,31 +98,3 @@ def test_bad_inputs_raise(images, labels, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_classifier(build_classifier("small", 2), images, labels, epochs=1, device="cpu",
                          progress=False, **{"batch_size": 4, **kwargs})
-
-
-class IndexRecorder:
-    """A BatchAugment with ``takes_index``: records each batch's rows and checks they match the images."""
-
-    takes_index = True
-
-    def __init__(self, dataset: torch.Tensor) -> None:
-        self.dataset, self.seen = dataset, []
-
-    def __call__(self, x, y, generator, index):
-        assert torch.equal(x, to_float_images(self.dataset[index]))
-        self.seen.append(index.clone())
-        return x, y
-
-
-def test_train_epoch_gives_index_to_augmentations_that_take_it():
-    images, labels = tiny_split(64)
-    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels).long()
-    recorder = IndexRecorder(x_all)
-    model = build_classifier("small", 10)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_epoch(model, optimizer, scheduler, x_all, y_all, batch_size=16, augment=recorder,
-                shuffle_generator=torch.Generator().manual_seed(0), augment_generator=torch.Generator(),
-                progress=False)
-    rows = torch.cat(recorder.seen)
-    assert len(recorder.seen) == 4 and sorted(rows.tolist()) == list(range(64))

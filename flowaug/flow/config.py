@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+CONDITIONINGS = ("film", "shift")
+
 
 @dataclass(frozen=True)
 class FlowConfig:
@@ -22,6 +24,9 @@ class FlowConfig:
         scale_bound: bound c of every coupling log-scale, ``log s = c * tanh(raw / c)``; it bounds
             the per-step gain to ``exp(c)`` in both directions so off-manifold decodes stay finite.
         shift_bound: bound of every coupling shift (same soft clamp), in ActNorm-normalised units.
+        conditioning: how g enters every coupling network: ``"film"`` (scale and shift of both
+            hidden layers, FiLM) or ``"shift"`` (a linear map of g added as a per-channel bias after
+            the first hidden convolution, as Wolf does: g cannot multiply structure).
     """
 
     image_size: int = 32
@@ -34,6 +39,7 @@ class FlowConfig:
     prior_hidden: int = 128
     scale_bound: float = 2.0
     shift_bound: float = 8.0
+    conditioning: str = "film"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "levels", "steps_per_level", "hidden_channels",
@@ -51,6 +57,9 @@ class FlowConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
                 raise ValueError(f"FlowConfig.{name} must be a number in (0, {limit:g}], got {value!r}")
+
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"FlowConfig.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON- and ``weights_only``-safe)."""
@@ -72,6 +81,7 @@ PRESETS: dict[str, FlowConfig] = {
     "tiny": FlowConfig(levels=2, steps_per_level=2, hidden_channels=16, nuisance_dim=4,
                        encoder_channels=8, prior_layers=2, prior_hidden=16),
     "cpu-small": FlowConfig(),
+    "cpu-small-shift": FlowConfig(conditioning="shift"),
     "gpu-base": FlowConfig(levels=3, steps_per_level=16, hidden_channels=256, nuisance_dim=64,
                            encoder_channels=64, prior_layers=6, prior_hidden=256),
 }

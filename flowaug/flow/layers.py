@@ -15,6 +15,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
+def zero_init(*layers: nn.Module) -> None:
+    """Zero the weight and bias of each layer (a coupling that starts as the identity)."""
+    for layer in layers:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     """``bound * tanh(raw / bound)``: ~``raw`` near 0, never beyond ``+-bound``, smooth."""
     return bound * torch.tanh(raw / bound)
@@ -115,8 +122,7 @@ class ContextAffine(nf.flows.Flow):
     def __init__(self, num_channels: int, context_dim: int, scale_bound: float, shift_bound: float):
         super().__init__()
         self.linear = nn.Linear(context_dim, 2 * num_channels)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        zero_init(self.linear)
         self.scale_bound = scale_bound
         self.shift_bound = shift_bound
 
@@ -148,15 +154,37 @@ class FiLMConvNet(nn.Module):
         self.conv2 = nn.Conv2d(hidden, hidden, 1)
         self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1)
         self.film = nn.Linear(context_dim, 4 * hidden)
-        for layer in (self.conv3, self.film):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_init(self.conv3, self.film)
 
     def forward(self, a: Tensor, context: Tensor) -> Tensor:
         gamma1, beta1, gamma2, beta2 = self.film(context)[:, :, None, None].chunk(4, dim=1)
         h = F.relu(torch.addcmul(beta1, self.conv1(a), 1 + gamma1))
         h = F.relu(torch.addcmul(beta2, self.conv2(h), 1 + gamma2))
         return self.conv3(h)
+
+
+class ShiftConvNet(nn.Module):
+    """Coupling network conditioned by a shift only (Wolf): conv3x3 -> + W g -> ReLU -> conv1x1 -> ReLU -> conv3x3.
+
+    (B,in,H,W) and context g (B,d) -> (B,out,H,W). The code adds a spatially constant
+    per-channel bias after the first hidden convolution and never multiplies activations,
+    so it cannot amplify structure. The last conv and the code's map are zero-initialised.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, context_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+        self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1)
+        self.shift = nn.Linear(context_dim, hidden)
+        zero_init(self.conv3, self.shift)
+
+    def forward(self, a: Tensor, context: Tensor) -> Tensor:
+        h = F.relu(self.conv1(a) + self.shift(context)[:, :, None, None])
+        return self.conv3(F.relu(self.conv2(h)))
+
+
+CONDITIONED_NETS: dict[str, type[nn.Module]] = {"film": FiLMConvNet, "shift": ShiftConvNet}
 
 
 class SplitPriorNet(nn.Module):
@@ -169,9 +197,7 @@ class SplitPriorNet(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.linear = nn.Linear(context_dim, out_channels)
-        for layer in (self.conv, self.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_init(self.conv, self.linear)
 
     def forward(self, a: Tensor, context: Tensor) -> Tensor:
         return self.conv(a) + self.linear(context)[:, :, None, None]
@@ -189,24 +215,25 @@ class MLPNet(nn.Module):
         self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
                                     nn.Linear(hidden, hidden), nn.ReLU(),
                                     nn.Linear(hidden, out_features))
-        nn.init.zeros_(self.layers[-1].weight)
-        nn.init.zeros_(self.layers[-1].bias)
+        zero_init(self.layers[-1])
 
     def forward(self, a: Tensor, context: None = None) -> Tensor:
         return self.layers(a)
 
 
 class FlowStep(nf.flows.Flow):
-    """One Glow step: ActNorm -> invertible 1x1 conv -> g-conditioned affine coupling (data -> latent)."""
+    """One Glow step: ActNorm -> invertible 1x1 conv -> g-conditioned affine coupling (data -> latent).
+
+    ``conditioning`` names the coupling network (a key of :data:`CONDITIONED_NETS`)."""
 
     def __init__(self, channels: int, hidden: int, context_dim: int, scale_bound: float,
-                 shift_bound: float):
+                 shift_bound: float, conditioning: str = "film"):
         super().__init__()
         self.actnorm = ActNorm(channels)
         self.conv = InvertibleConv1x1(channels)
         half = channels // 2
-        self.coupling = AffineCoupling(
-            FiLMConvNet(half, 2 * (channels - half), hidden, context_dim), scale_bound, shift_bound)
+        net = CONDITIONED_NETS[conditioning](half, 2 * (channels - half), hidden, context_dim)
+        self.coupling = AffineCoupling(net, scale_bound, shift_bound)
 
     def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         z, log_det = self.coupling(z, context)

@@ -71,7 +71,7 @@ class DecoupledFlow(nn.Module):
         for level in range(config.levels):
             channels, size = channels * 4, size // 2
             self.levels.append(nn.ModuleList(
-                FlowStep(channels, config.hidden_channels, d, *bounds)
+                FlowStep(channels, config.hidden_channels, d, *bounds, config.conditioning)
                 for _ in range(config.steps_per_level)))
             if level < config.levels - 1:
                 half = channels // 2
@@ -114,19 +114,22 @@ class DecoupledFlow(nn.Module):
         pieces.append(z.flatten(1))
         return torch.cat(pieces, dim=1), log_det + ld
 
-    def _to_data(self, eps: Tensor, g: Tensor) -> Tensor:
-        """Inverse of :meth:`_to_latent`: (B, 3*S*S), (B, d) -> centred image (B,3,S,S)."""
+    def _to_data(self, eps: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Inverse of :meth:`_to_latent`: (B, 3*S*S), (B, d) -> (centred image (B,3,S,S),
+        log|det dy/d eps| (B,))."""
         sizes = [c * h * w for c, h, w in self.piece_shapes]
         pieces = [p.reshape(-1, *shape) for p, shape in
                   zip(eps.split(sizes, dim=1), self.piece_shapes)]
-        z, _ = self.top_prior(pieces[-1], g)
+        z, log_det = self.top_prior(pieces[-1], g)
         for level in reversed(range(len(self.levels))):
             if level < len(self.split_priors):
-                z, _ = self.split_priors[level](torch.cat([z, pieces[level]], dim=1), g)
+                z, ld = self.split_priors[level](torch.cat([z, pieces[level]], dim=1), g)
+                log_det = log_det + ld
             for step in reversed(self.levels[level]):
-                z, _ = step(z, g)
+                z, ld = step(z, g)
+                log_det = log_det + ld
             z, _ = self.squeeze(z)
-        return z
+        return z, log_det
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -188,17 +191,18 @@ class DecoupledFlow(nn.Module):
         """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
         return self.loss(x, generator, kl_weight)
 
-    def encode(self, x: Tensor, validate: bool = True) -> Latents:
+    def encode(self, x: Tensor, validate: bool = True, with_log_det: bool = False) -> Latents | tuple[Latents, Tensor]:
         """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise.
 
         ``validate=False`` skips the input checks, for callers that already made them (FlowAug,
-        every training step)."""
+        every training step). ``with_log_det`` also returns log|det dx/d eps| at x (B,), in nats:
+        the same quantity :meth:`decode` returns, so the two compare (see FlowAug's guard)."""
         if validate:
             self._check_images(x)
         with full_fp32(x.device.type):
             g, _ = self.encoder(x - 0.5)
-            eps, _ = self._to_latent(x - 0.5, g)
-        return Latents(eps, g)
+            eps, log_det = self._to_latent(x - 0.5, g)
+        return (Latents(eps, g), -log_det) if with_log_det else Latents(eps, g)
 
     def encode_nuisance(self, x: Tensor, validate: bool = True) -> Tensor:
         """Posterior-mean nuisance codes (B, d) of x (B,3,S,S) in [0,1]; cheaper than :meth:`encode`
@@ -208,8 +212,12 @@ class DecoupledFlow(nn.Module):
         with full_fp32(x.device.type):
             return self.encoder(x - 0.5)[0]
 
-    def decode(self, latents: Latents) -> Tensor:
-        """Images (B,3,S,S) from codes; NOT clamped (exact inverse of :meth:`encode`)."""
+    def decode(self, latents: Latents, with_log_det: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Images (B,3,S,S) from codes; NOT clamped (exact inverse of :meth:`encode`).
+
+        ``with_log_det`` also returns log|det dx/d eps| (B,) in nats: how much the decode expands
+        volume. Under the model, log p(x|g) = log N(eps; 0, I) - that value, so for one ``eps`` a
+        larger value means a less likely image."""
         semantic, nuisance = latents
         n, d = self.num_dims, self.config.nuisance_dim
         if semantic.dim() != 2 or semantic.shape[1] != n:
@@ -220,7 +228,8 @@ class DecoupledFlow(nn.Module):
             raise ValueError(f"semantic and nuisance batch sizes differ: "
                              f"{semantic.shape[0]} vs {nuisance.shape[0]}")
         with full_fp32(semantic.device.type):
-            return self._to_data(semantic, nuisance) + 0.5
+            y, log_det = self._to_data(semantic, nuisance)
+        return (y + 0.5, log_det) if with_log_det else y + 0.5
 
     def sample_nuisance(self, n: int, temperature: float = 1.0,
                         generator: torch.Generator | None = None) -> Tensor:
@@ -236,8 +245,12 @@ class DecoupledFlow(nn.Module):
         device = self.initialized.device
         noise_device = device if generator is None else generator.device
         u = torch.randn(n, self.config.nuisance_dim, generator=generator, device=noise_device)
-        with full_fp32(device.type):
-            return self.prior.transform(u.to(device) * temperature)
+        return self.nuisance_from_noise(u.to(device) * temperature)
+
+    def nuisance_from_noise(self, u: Tensor) -> Tensor:
+        """Codes (n, d) of the learned prior from its base noise u (n, d) (N(0, I) scaled by a temperature)."""
+        with full_fp32(u.device.type):
+            return self.prior.transform(u)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: Any = "cpu") -> DecoupledFlow:

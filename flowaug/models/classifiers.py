@@ -36,6 +36,24 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class LumaStandardize(nn.Module):
+    """Colour-invariant input: BT.601 luma, standardised per image (zero mean, unit std).
+
+    (B, 3, H, W) in [0, 1] -> (B, 1, H, W). Invariant to any global brightness and contrast change
+    and blind to hue and saturation, so a classifier behind it sees structure, not colour.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weights", torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        luma = (x * self.weights).sum(1, keepdim=True)
+        mean = luma.mean(dim=(2, 3), keepdim=True)
+        std = luma.std(dim=(2, 3), keepdim=True)
+        return (luma - mean) / (std + 1e-2)
+
+
 def conv_bn_gelu(in_channels: int, out_channels: int) -> list[nn.Module]:
     """3x3 conv (no bias) -> BatchNorm -> GELU, as a list of layers."""
     return [
@@ -51,13 +69,15 @@ class SmallCNN(nn.Module):
     With the default widths (32, 64, 128, stem 24) it has about 0.3M parameters
     and ~25M multiply-adds per image: cheap enough for CPU training. The logits are
     a linear layer over the global max-pooled features, divided by ``logit_scale``
-    as in airbench.
+    as in airbench. ``colour_invariant`` replaces the CIFAR normalisation by
+    :class:`LumaStandardize` (the colour-invariant judge of the quality benchmarks).
     """
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24,
-                 logit_scale: float = 1 / 0.125) -> None:
+                 logit_scale: float = 1 / 0.125, colour_invariant: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [Normalize(), *conv_bn_gelu(3, stem)]
+        front, channels = (LumaStandardize(), 1) if colour_invariant else (Normalize(), 3)
+        layers: list[nn.Module] = [front, *conv_bn_gelu(channels, stem)]
         channels = stem
         for width in widths:
             layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
@@ -157,6 +177,7 @@ class WideResNet(nn.Module):
 
 CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "small": lambda num_classes: SmallCNN(num_classes),
+    "small-luma": lambda num_classes: SmallCNN(num_classes, colour_invariant=True),
     "resnet18": lambda num_classes: CifarResNet(num_classes),
     "wrn28_10": lambda num_classes: WideResNet(num_classes, depth=28, width=10),
 }

@@ -17,7 +17,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0] + ". Under torchrun, --batch-size is the global batch.")
     p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | folder:PATH | npz:PATH")
     p.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
-    p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | gpu-base")
+    p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | gpu-base")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, flow.pt, metrics.jsonl, samples/)")
     p.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"])
     p.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"], help="global batch size")
@@ -44,6 +44,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op CPU threads")
     p.add_argument("--device", default=_DEFAULTS["device"], choices=("auto", "cpu", "cuda"))
+    p.add_argument("--init-from", metavar="FLOW",
+                   help="warm start from a flow checkpoint or registry name (tensors of matching name and shape)")
     p.set_defaults(func=run)
 
 

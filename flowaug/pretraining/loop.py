@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from flowaug.data.base import to_float_chw
 from flowaug.errors import CheckpointError, FlowaugError
 from flowaug.fileio import atomic_torch_save, atomic_write_text, read_checkpoint
+from flowaug.augmentation.flowaug import GUARD_QUANTILE, FlowAug
 from flowaug.flow import DecoupledFlow, FlowConfig, get_preset, save_flow
 from flowaug.flow.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from flowaug.pretraining.datasets import load_pretrain_data
@@ -48,7 +49,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "flow.pt"
 # Fields that define the training trajectory: a resume must use the same values.
 RESUME_MUST_MATCH = ("dataset", "preset", "image_size", "batch_size", "seed", "max_train_images",
-                     "hflip", "ema", "val_fraction")
+                     "hflip", "ema", "val_fraction", "init_from")
 # Schedule settings a user may change on purpose when resuming (e.g. a lower lr after a divergence,
 # more epochs): the resume is then no longer the uninterrupted run, so the change is printed and
 # recorded as a {"kind": "resume"} line in metrics.jsonl.
@@ -94,6 +95,9 @@ class PretrainConfig:
         resume: continue from ``out/checkpoint.pt``.
         threads: torch intra-op threads (None = torch's default).
         device: "auto" (CUDA if available, else CPU), "cpu" or "cuda".
+        init_from: warm start from a flow (checkpoint path or registry name): every tensor whose
+            name and shape match the new flow is copied, the others keep their initialisation
+            (e.g. a new conditioning network starts at zero). None = train from scratch.
     """
 
     dataset: str
@@ -123,6 +127,7 @@ class PretrainConfig:
     resume: bool = False
     threads: int | None = None
     device: str = "auto"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "image_size", "val_images", "sample_images", "log_every",
@@ -202,6 +207,24 @@ class _Dist:
             dist.destroy_process_group()
 
 
+def warm_start(flow: DecoupledFlow, source: str) -> dict[str, list[str]]:
+    """Copy into ``flow`` every tensor of the flow ``source`` (path or registry name) whose name
+    and shape match; return ``{"copied": [...], "kept": [...]}`` (names of ``flow``'s state dict)."""
+    from flowaug.pretrained import load_model
+
+    try:
+        donor = load_model(source, "flow").state_dict()
+    except (ValueError, OSError) as error:
+        raise FlowaugError(f"--init-from {source!r}: {error}") from error
+    own = flow.state_dict()
+    copied = [k for k, v in donor.items() if k in own and own[k].shape == v.shape]
+    if not copied:
+        raise FlowaugError(f"--init-from {source!r} shares no tensor of matching name and shape with "
+                           f"preset {flow.config}; nothing to warm-start from")
+    flow.load_state_dict({**own, **{k: donor[k] for k in copied}})
+    return {"copied": copied, "kept": sorted(set(own) - set(copied))}
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "flow", device)
     if "train_state" not in ckpt:
@@ -265,6 +288,7 @@ class _Run:
         self.flow = DecoupledFlow(self.flow_config).to(self.device)
         init = torch.randperm(len(self.train), generator=seeded_generator("cpu", cfg.seed, _INIT))
         self.flow.initialize(to_float_chw(self.train[init[: max(cfg.batch_size, 256)]]).to(self.device))
+        self.warm_started = warm_start(self.flow, cfg.init_from) if cfg.init_from and ckpt is None else None
         self.ema = copy.deepcopy(self.flow).requires_grad_(False) if cfg.ema else None
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=cfg.lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp and self.device.type == "cuda")
@@ -487,8 +511,20 @@ class _Run:
     def _export(self, finished: bool) -> Path:
         path = self.out / EXPORT_NAME
         if self.is_main:
-            save_flow(self.inference_flow, path, meta=self._meta(finished))
+            save_flow(self.inference_flow, path, meta={**self._meta(finished), **self._guard_meta()})
         return path
+
+    @torch.no_grad()
+    def _guard_meta(self) -> dict[str, Any]:
+        """FlowAug's guard threshold calibrated on swaps of the validation images (see ``FlowAug.calibrate_guard``)."""
+        if len(self.val) < 2:
+            return {}
+        model = self.inference_flow.eval()
+        aug = FlowAug(model, generator=seeded_generator("cpu", self.cfg.seed, _SAMPLES), guard=None)
+        threshold = aug.calibrate_guard(to_float_chw(self.val).to(self.device), batch_size=self.cfg.batch_size)
+        model.train()
+        return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of "
+                                                              f"{len(self.val)} validation images"}
 
     def _should_stop(self) -> bool:
         cfg = self.cfg
@@ -503,6 +539,10 @@ class _Run:
             tqdm.write(f"pretraining {cfg.preset} on {self.description}: {len(self.train)} train / "
                        f"{len(self.val)} val images, {self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
                        f"{self.dist.world_size} process(es) on {self.device}, out {self.out}")
+            if self.warm_started:
+                kept = self.warm_started["kept"]
+                tqdm.write(f"warm start from {cfg.init_from}: {len(self.warm_started['copied'])} tensors "
+                           f"copied, {len(kept)} kept at their initialisation {kept[:6]}{' ...' if len(kept) > 6 else ''}")
         self._rate_marks = dict.fromkeys(("log", "epoch"), (self.global_step, time.monotonic()))
         stop = False
         while self.epoch < cfg.epochs and not stop:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowaug.augmentation.base import Augmentation
+
 _WORKER_OP: nn.Module | None = None  # the op of a worker process, built once by _init_worker
 
 
@@ -40,8 +42,8 @@ def _apply_in_worker(job: tuple[np.ndarray, list[int]]) -> np.ndarray:
     return _apply(_WORKER_OP, *job)
 
 
-class PerImage:
-    """A batch augmentation that calls ``build_op()`` once per image, each with its own seed.
+class PerImage(Augmentation):
+    """An augmentation that calls ``build_op()`` once per image, each with its own seed.
 
     Args:
         build_op: picklable callable returning the op (e.g. ``functools.partial(RandAugment, n=2, m=10)``);
@@ -49,20 +51,23 @@ class PerImage:
         uint8: feed the op uint8 pixels in [0, 255] (torchvision's AugMix) instead of float in [0, 1].
         workers: processes to spread each batch over (0: in this process, leaving torch's global RNG
             untouched). Workers start on first use (``spawn``) and stop with :meth:`close`.
+        generator: seed or CPU generator of the per-image seeds (see :class:`Augmentation`).
 
-    Call: float images (B, 3, H, W) in [0, 1] on any device, labels, a ``torch.Generator``; returns
-    images of the same shape, dtype and device in [0, 1] and the labels unchanged.
+    Call: float images (B, 3, H, W) in [0, 1] on any device (and labels); returns images of the
+    same shape, dtype and device in [0, 1] (and the labels unchanged).
     """
 
-    def __init__(self, build_op: Callable[[], nn.Module], uint8: bool = False, workers: int = 0) -> None:
-        if workers < 0:
-            raise ValueError(f"workers must be >= 0, got {workers}")
+    def __init__(self, build_op: Callable[[], nn.Module], uint8: bool = False, workers: int = 0,
+                 generator: torch.Generator | int | None = None) -> None:
+        super().__init__(generator)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {workers!r}")
         self.build_op, self.uint8, self.workers = build_op, uint8, workers
         self._op = build_op() if workers == 0 else None
         self._pool = None
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        seeds = torch.randint(0, 2**62, (len(images),), generator=generator, device=generator.device).tolist()
+    def augment(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        seeds = torch.randint(0, 2**62, (len(images),), generator=self.call_generator()).tolist()
         pixels = images.detach().to("cpu", torch.float32)
         pixels = (pixels * 255.0).round().to(torch.uint8) if self.uint8 else pixels
         if self.workers == 0:
@@ -90,5 +95,5 @@ class PerImage:
             self._pool.terminate()
             self._pool = None
 
-    def __repr__(self) -> str:
-        return f"PerImage({self.build_op!r}, uint8={self.uint8}, workers={self.workers})"
+    def extra_repr(self) -> str:
+        return f"{self.build_op!r}, uint8={self.uint8}, workers={self.workers}"

@@ -1,0 +1,44 @@
+"""A non-editable install ships the pretrained weights: the README example runs from another directory."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from setuptools import find_packages
+
+from test_readme import REPO, readme_example
+
+
+def test_pyproject_lists_every_package():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = set(find_packages(str(REPO), include=["flowaug*"]))
+    assert set(config["packages"]) == found | {"flowaug.weights"}
+    assert config["package-dir"] == {"flowaug.weights": "pretrained"}
+
+
+def test_non_editable_install_finds_its_weights_from_another_directory(tmp_path, shared_file):
+    shared_file("cifar10/cifar10_jpeg_q75.npz")
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    for folder in ("flowaug", "pretrained"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True)
+    assert (site / "flowaug" / "weights" / "registry.json").is_file()
+    work = tmp_path / "elsewhere" / "work"  # the README example reads ../shared/data from where it runs
+    work.mkdir(parents=True)
+    (work.parent / "shared").symlink_to(REPO.parent / "shared")
+    script = work / "example.py"
+    script.write_text("import flowaug\nassert flowaug.__file__.startswith(%r)\n" % str(site)
+                      + readme_example("FlowAug in a training loop"), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("FLOWAUG_PRETRAINED", None)
+    result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "images augmented" in result.stdout
