@@ -13,13 +13,22 @@ SUBCOMMAND_MODULES = [
     "flowaug.data.check",
     "flowaug.pretraining.cli",
     "flowaug.data.make_cifar_c",
+    "flowaug.data.spurious",
     "flowaug.evaluation",
     "flowaug.augmentation.grid",
 ]
 
 
+DESCRIPTION = ("flowaug: semantic data augmentation with normalizing flows. Pretrain flows, generate CIFAR-C, "
+               "evaluate classifiers on background subgroups and draw FlowAug grids.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowaug", description=__doc__.splitlines()[0])
+    from flowaug import __version__
+
+    parser = argparse.ArgumentParser(prog="flowaug", description=DESCRIPTION,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"flowaug {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).add_subcommand(subparsers)

@@ -1,8 +1,8 @@
 """A small, reusable supervised training loop for CIFAR classifiers.
 
 The whole split lives on the training device as one tensor (uint8 NHWC or
-float NCHW); each batch is converted to float, augmented on the device with a
-seeded ``torch.Generator`` and fed to the model. No DataLoader, no workers:
+float NCHW); each batch is converted to float, augmented on the device by an
+augmentation module (``augment(x, y)``, re-seeded per epoch) and fed to the model. No DataLoader, no workers:
 fast on a GPU and simple on a CPU.
 """
 from __future__ import annotations

@@ -384,3 +384,25 @@ def test_guard_statistic_is_the_change_in_bits_per_dim(flow, images):
 def test_from_pretrained_loads_the_registered_flow():
     aug = FlowAug.from_pretrained("cifar10", p=0.25, mode="prior")
     assert aug.p == 0.25 and aug.mode == "prior" and aug.flow.config.image_size == 32
+
+
+def test_module_docstring_example_runs():
+    import textwrap
+
+    import flowaug.augmentation.flowaug as module
+
+    example = textwrap.dedent(module.__doc__.split("Example::\n", 1)[1])
+    namespace: dict = {}
+    exec(compile(example, "flowaug/augmentation/flowaug.py", "exec"), namespace)
+    donors, y = namespace["donors"], namespace["y"]
+    assert (y[donors] != y).all()
+
+
+def test_calibrate_guard_sets_the_quantile_of_swap_statistics_and_restores_the_settings(flow):
+    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    aug = FlowAug(flow, p=0.3, mode="prior", generator=0, guard=None)
+    threshold = aug.calibrate_guard(images, quantile=0.9, batch_size=20)
+    assert aug.guard == threshold and (aug.mode, aug.p) == ("prior", 0.3) and aug.augmented_count == 0
+    replay = FlowAug(flow, p=1.0, mode="swap", generator=0, guard=None)
+    statistics = torch.cat([(replay(chunk), replay.last_extra_bits)[1] for chunk in images.split(20)])
+    assert threshold == pytest.approx(torch.quantile(statistics, 0.9).item())

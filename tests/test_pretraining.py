@@ -382,3 +382,8 @@ def test_warm_start_copies_matching_tensors_and_keeps_the_new_conditioning_at_ze
     assert first_epoch < [r["val_bpd"] for r in metric_records(film) if r["kind"] == "epoch"][0]
     with pytest.raises(CheckpointError, match="init_from"):
         pretrain(config(warm, f"npz:{npz}", resume=True, epochs=1))
+
+
+def test_a_run_shorter_than_its_warmup_warns(tmp_path: Path, npz: Path) -> None:
+    with pytest.warns(UserWarning, match="never reaches --lr"):
+        pretrain(config(tmp_path / "run", f"npz:{npz}", epochs=1, warmup_steps=200))

@@ -3,11 +3,18 @@
 Same object, new colour cast / background tone, label unchanged. This is the only place in
 flowaug that decodes new nuisance codes: benchmarks, grids and recipes all call it.
 
-    aug = FlowAug.from_pretrained("cifar10", p=1.0, mode="swap", generator=0)
-    x_aug, y = aug(x, y)                                 # x: (B,3,32,32) float in [0,1]
-    params = aug.forward_parameters(x, y)                # draw without applying (kornia style)
-    again, _ = aug(x, y, params=params)                  # apply exactly those draws
-    donors = aug.last_params.donor                       # which image gave each its code
+Example::
+
+    import torch
+    from flowaug import FlowAug
+
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 2  # images (B,3,32,32) in [0,1], labels (B,)
+    aug = FlowAug.from_pretrained("cifar10", p=1.0, mode="swap", donor="other_class", generator=0)
+    x_aug, y = aug(x, y)                                   # same shape, dtype and device; labels unchanged
+    params = aug.forward_parameters(x, y)                  # draw without applying (kornia style)
+    again, _ = aug(x, y, params=params)                    # apply exactly those draws
+    assert torch.equal(aug(x, y, params=aug.last_params)[0], again)  # replay the last call
+    donors = aug.last_params.donor                         # which image gave each its code
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ GUARD_QUANTILE = 0.97
 held-out images (:func:`calibrate_guard`), so about 3% of swaps are rejected."""
 
 
+COUNTERS = ("augmented_count", "fallback_count", "rejected_count", "no_donor_count", "cache_misses")
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -37,8 +47,8 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _check_number(name: str, value: object, low: float, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        bounds = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
     return float(value)
 
 
@@ -118,8 +128,8 @@ class FlowAug(Augmentation):
         self.last_params: FlowAugParams | None = None
         self.last_augmented: Tensor | None = None
         self.last_extra_bits: Tensor | None = None
-        self.augmented_count = self.fallback_count = self.rejected_count = 0
-        self.no_donor_count = self.cache_misses = 0
+        for name in COUNTERS:
+            setattr(self, name, 0)
 
     @classmethod
     def from_pretrained(cls, name: str, **options) -> "FlowAug":
@@ -143,16 +153,19 @@ class FlowAug(Augmentation):
 
     def calibrate_guard(self, images: Tensor, quantile: float = GUARD_QUANTILE, batch_size: int = 256) -> float:
         """Set :attr:`guard` to the ``quantile`` of the guard statistic over swaps of ``images``
-        ((N,3,H,W) held-out images, N >= 2) and return it. Draws from this module's generator."""
+        ((N,3,H,W) images of the flow's domain, e.g. training images, N >= 2) in batches of
+        ``batch_size`` and return it. Draws from this module's generator; counters are unchanged."""
         statistics = []
-        saved = (self.mode, self.p, self.donor, self.guard)
+        settings = ("mode", "p", "donor", "guard", *COUNTERS)
+        saved = {name: getattr(self, name) for name in settings}
         self.mode, self.p, self.donor, self.guard = "swap", 1.0, "any", None
         try:
             for start in range(0, images.shape[0] - 1, batch_size):
                 self(images[start:start + batch_size])
                 statistics.append(self.last_extra_bits[self.last_params.apply])
         finally:
-            self.mode, self.p, self.donor, self.guard = saved
+            for name, value in saved.items():
+                setattr(self, name, value)
         values = torch.cat(statistics)
         self.guard = float(torch.quantile(values[torch.isfinite(values)], quantile))
         return self.guard

@@ -41,7 +41,8 @@ def run_grid(args: argparse.Namespace) -> int:
     with atomic_path(out) as tmp:
         save_image(grid, tmp, format="png")
     print(f"wrote {out}: {args.images} images of {test.description} (first column) and "
-          f"{args.per_image} {args.mode!r} augmentations each; {aug.fallback_count} fallbacks")
+          f"{args.per_image} {args.mode!r} augmentations each; {aug.fallback_count} non-finite and "
+          f"{aug.rejected_count} guard-rejected decodes fell back to the input")
     return 0
 
 

@@ -53,10 +53,6 @@ class FlowAugParams:
     mix_weight: Tensor | None = None
     prior_noise: Tensor | None = None
 
-    @property
-    def batch_size(self) -> int:
-        return self.apply.shape[0]
-
     def check(self, batch_size: int, mode: str, nuisance_dim: int) -> None:
         """Raise ValueError unless these params fit a batch of ``batch_size`` in ``mode``."""
         needed = {"swap": ("donor",), "mix": ("donor", "mix_weight"), "prior": ("prior_noise",)}[mode]

@@ -1,4 +1,4 @@
-"""Datasets: CIFAR-10/100, CIFAR10-B/100-B subgroups, CIFAR-10.1, CIFAR-10-C/100-C."""
+"""Datasets: CIFAR-10/100, CIFAR10-B/100-B subgroups, CIFAR-10.1, CIFAR-10-C/100-C, SpuriousBackgrounds."""
 from flowaug.data.base import ArrayDataset, to_float_chw
 from flowaug.data.cifar import (
     CIFAR10,
@@ -13,6 +13,7 @@ from flowaug.data.cifar101 import CIFAR10_1
 from flowaug.data.cifar_b import CIFAR10B, CIFAR100B, NUM_SUBGROUPS, load_subgroups
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CIFARC, EXTRA_CORRUPTIONS
 from flowaug.data.paths import resolve_data_root
+from flowaug.data.spurious import SpuriousBackgrounds
 
 __all__ = [
     "ALL_CORRUPTIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "CifarArrays",
     "EXTRA_CORRUPTIONS",
     "NUM_SUBGROUPS",
+    "SpuriousBackgrounds",
     "load_cifar",
     "load_cifar_labels",
     "load_subgroups",

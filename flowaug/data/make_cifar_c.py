@@ -246,7 +246,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``make-cifar-c``."""
     parser = subparsers.add_parser(
         "make-cifar-c", help="generate CIFAR-10-C / CIFAR-100-C in the official layout",
-        description=__doc__.split("\n\n")[0].strip("`"),
+        description=__doc__.split("\n\n")[0].replace("``", ""),
     )
     parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
     parser.add_argument("--data-root", default=None, help="data root with the CIFAR test set (default $FLOWAUG_DATA)")
@@ -259,5 +259,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes over (corruption, severity) blocks")
     parser.add_argument("--frost-dir", type=Path, default=None,
-                        help="folder with frost1.png..frost5.jpg (default <data-root>/cifar_c_frost)")
+                        help="folder with the frost textures frost1.png ... frost6.jpg (the official generator draws "
+                             "frost1..frost5; default <data-root>/cifar_c_frost)")
     parser.set_defaults(func=run)

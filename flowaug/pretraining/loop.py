@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ RESUME_MAY_CHANGE = ("epochs", "lr", "warmup_steps", "kl_warmup_steps", "grad_cl
 # Random streams, mixed into the seed so no two uses share a generator state.
 _PERMUTATION, _STEP, _VALIDATION, _SAMPLES, _INIT = range(5)
 SAMPLE_TEMPERATURE = 0.7
+GUARD_CALIBRATION_IMAGES = 1000
 
 
 class TrainingDivergedError(FlowaugError):
@@ -516,15 +518,17 @@ class _Run:
 
     @torch.no_grad()
     def _guard_meta(self) -> dict[str, Any]:
-        """FlowAug's guard threshold calibrated on swaps of the validation images (see ``FlowAug.calibrate_guard``)."""
-        if len(self.val) < 2:
+        """FlowAug's guard threshold calibrated on swaps of the first training images (see
+        ``FlowAug.calibrate_guard``; training images, so no test image informs it)."""
+        images = self.train[:GUARD_CALIBRATION_IMAGES]
+        if len(images) < 2:
             return {}
         model = self.inference_flow.eval()
         aug = FlowAug(model, generator=seeded_generator("cpu", self.cfg.seed, _SAMPLES), guard=None)
-        threshold = aug.calibrate_guard(to_float_chw(self.val).to(self.device), batch_size=self.cfg.batch_size)
+        threshold = aug.calibrate_guard(to_float_chw(images).to(self.device), batch_size=self.cfg.batch_size)
         model.train()
-        return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of "
-                                                              f"{len(self.val)} validation images"}
+        return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of the first "
+                                                              f"{len(images)} training images"}
 
     def _should_stop(self) -> bool:
         cfg = self.cfg
@@ -539,6 +543,11 @@ class _Run:
             tqdm.write(f"pretraining {cfg.preset} on {self.description}: {len(self.train)} train / "
                        f"{len(self.val)} val images, {self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
                        f"{self.dist.world_size} process(es) on {self.device}, out {self.out}")
+            if self.total_steps <= cfg.warmup_steps:
+                warnings.warn(f"this run has {self.total_steps} steps but --warmup-steps {cfg.warmup_steps}: the "
+                              f"learning rate never reaches --lr {cfg.lr:g} (it ends at "
+                              f"{lr_at(self.total_steps - 1, self.total_steps, cfg):.2g}) and the flow will barely "
+                              f"train; lower --warmup-steps or train for more epochs", stacklevel=2)
             if self.warm_started:
                 kept = self.warm_started["kept"]
                 tqdm.write(f"warm start from {cfg.init_from}: {len(self.warm_started['copied'])} tensors "
