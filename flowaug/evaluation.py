@@ -19,8 +19,9 @@ so a number is never separated from the data it was measured on.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -68,14 +69,21 @@ class EvalContext:
     limit: int | None
     c_dir: str | Path | None
     progress: bool
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # by image-array digest
 
 
 def _correct(model: nn.Module, data: ArrayDataset, ctx: EvalContext) -> tuple[np.ndarray, slice]:
-    """Per-image correctness (bool (n,)) on the first ``ctx.limit`` images of ``data``, and that slice."""
+    """Per-image correctness (bool (n,)) on the first ``ctx.limit`` images of ``data``, and that slice.
+
+    Predictions are remembered by the digest of the images, so suites that share images (clean and
+    CIFAR10-B score the same test split) run the model once."""
     rows = slice(0, ctx.limit)
-    predictions = predict(model, data.images[rows], batch_size=ctx.batch_size, device=ctx.device,
-                          progress=ctx.progress, desc=data.description)
-    return predictions == data.labels[rows], rows
+    images = np.ascontiguousarray(data.images[rows])
+    key = hashlib.sha256(images.data).hexdigest()
+    if key not in ctx.predictions:
+        ctx.predictions[key] = predict(model, images, batch_size=ctx.batch_size, device=ctx.device,
+                                       progress=ctx.progress, desc=data.description)
+    return ctx.predictions[key] == data.labels[rows], rows
 
 
 def _subset_note(data: ArrayDataset, rows: slice) -> dict[str, Any]:

@@ -9,7 +9,7 @@ runs folder, the results folder and extra arguments passed to every run (e.g. ``
 Each run lives in ``<runs_dir>/<method>/seed<k>`` (git-ignored). As soon as a run finishes, its
 ``report.json`` is copied to ``<results_dir>/<name>/<method>-s<seed>.json`` (committed), so a long
 sweep can be continued on another machine: a run with a published report is skipped, an
-interrupted one continues (``--resume``). ``--jobs N`` trains N runs side by side (each run's
+interrupted one continues (``train_cifar.py`` resumes a run folder that holds the same settings). ``--jobs N`` trains N runs side by side (each run's
 output then goes to ``train.log`` in its folder); arguments after ``--`` go to every run.
 
 Writes ``<results_dir>/<name>.json`` (per-run numbers and mean/std per method), ``<name>.md`` (a
@@ -111,7 +111,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
             method, seed = pending.pop(0)
             out = sweep.run_dir(method, seed)
             command = [sys.executable, str(TRAIN_SCRIPT), "--aug", method, "--seed", str(seed),
-                       "--profile", sweep.profile, "--out", str(out), "--resume", *sweep.extra_args, *train_args]
+                       "--profile", sweep.profile, "--out", str(out), *sweep.extra_args, *train_args]
             print(" ".join(command), flush=True)
             log = None
             if jobs > 1:

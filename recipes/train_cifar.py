@@ -7,7 +7,7 @@
 
 Every method gets the same model, epochs, schedule and seeds; only ``--aug`` differs (names and
 how each draws per sample: :mod:`flowaug.augmentation.baselines`). The run folder ``--out`` holds
-``config.json``, ``metrics.jsonl`` (one line per epoch), ``train_state.pt`` (for ``--resume``),
+``config.json``, ``metrics.jsonl`` (one line per epoch), ``train_state.pt`` (the same command continues it),
 ``model.pt`` (:func:`flowaug.save_classifier`) and ``report.json``: the :func:`flowaug.evaluate`
 report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C from the official
 files under the data root or ``--c-dir``, else generated first by ``flowaug make-cifar-c`` from the
@@ -103,8 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "only decodes per step; the same augmentation up to float rounding")
     parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; continue with --resume)")
+    parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; run the same command "
+                        "again to continue)")
     parser.add_argument("--eval-suites", nargs="+",
                         help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
     parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (official or from `flowaug make-cifar-c`); "
@@ -221,9 +221,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
               "flow": str(args.flow) if "flowaug" in aug_names else None, "flowaug_p": FLOWAUG_P,
               "flowaug_mode": FLOWAUG_MODE, "flowaug_cache": args.flowaug_cache, "world_size": world_size}
     state_path = out / "train_state.pt"
-    if state_path.exists() and not args.resume:
-        raise FlowaugError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    resuming = args.resume and state_path.exists()
+    resuming = state_path.exists()  # the same command continues an interrupted run; other settings are refused
     history = load_train_state(state_path, model, optimizer, scheduler, config) if resuming else []
     if is_main:
         atomic_write_text(json.dumps({**config, "profile": args.profile, "command": args.command,
@@ -287,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("FLOWAUG_THREADS", torch.get_num_threads())))
     args = parse_args(argv)
     try:
-        if args.resume and (args.out / "report.json").is_file():
-            print(f"{args.out} is finished (report.json exists)")
+        if (args.out / "report.json").is_file():
+            print(f"{args.out} is finished (report.json exists); choose another --out for a new run")
             return 0
         train(args)
     except (FlowaugError, ValueError) as error:

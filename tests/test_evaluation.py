@@ -88,7 +88,11 @@ def expected_test_correct(root):
 
 
 def test_clean_and_subgroup_suites(data_root):
-    report = evaluate(PlantedModel(), ("clean", "cifar10b"), data_root, device="cpu", progress=False)
+    model = PlantedModel()
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    report = evaluate(model, ("clean", "cifar10b"), data_root, device="cpu", progress=False)
+    assert sum(seen) == N_TEST, "clean and CIFAR10-B share the test images: the model sees them once"
     correct, labels, subgroups = expected_test_correct(data_root)
     clean, bgroups = report["suites"]["clean"], report["suites"]["cifar10b"]
     assert clean["accuracy"] == pytest.approx(100.0 * correct.mean())

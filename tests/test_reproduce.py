@@ -101,7 +101,7 @@ def test_sweep_skips_finished_runs_and_publishes_each_run(reproduce, sweep, fake
     (command,) = fake_training.commands
     assert command[1] == str(reproduce.TRAIN_SCRIPT)
     assert command[2:] == ["--aug", "standard,flowaug", "--seed", "1", "--profile", "smoke",
-                           "--out", str(sweep.run_dir("standard,flowaug", 1)), "--resume", "--data-root", "DATA"]
+                           "--out", str(sweep.run_dir("standard,flowaug", 1)), "--data-root", "DATA"]
     for method, seed in [("standard", 0), ("standard", 1), ("standard,flowaug", 0), ("standard,flowaug", 1)]:
         published = sweep.published_report(method, seed)
         assert published.read_bytes() == (sweep.run_dir(method, seed) / "report.json").read_bytes()

@@ -105,7 +105,7 @@ def test_resume_continues_exactly(recipe, data_root, tmp_path):
     assert run(recipe, data_root, tmp_path / "split", *suites, "--stop-after", "1") == 0
     assert not (tmp_path / "split" / "model.pt").exists()
     assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 1
-    assert run(recipe, data_root, tmp_path / "split", *suites, "--resume") == 0
+    assert run(recipe, data_root, tmp_path / "split", *suites) == 0
     straight, split = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "split" / "model.pt")
     assert all(torch.equal(straight[k], split[k]) for k in straight)
     losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
@@ -122,16 +122,15 @@ def test_soft_label_augmentations_train_with_amp_and_channels_last(recipe, data_
     assert json.loads((out / "config.json").read_text())["amp"] is True
 
 
-@pytest.mark.parametrize("second_run, message", [
-    ([], "already holds a run"),
-    (["--resume", "--lr", "0.01"], "lr differ"),
-])
-def test_refuses_to_overwrite_or_resume_under_other_settings(recipe, data_root, tmp_path, capsys, second_run,
-                                                             message):
+def test_the_same_command_continues_and_other_settings_are_refused(recipe, data_root, tmp_path, capsys):
     base = ["--aug", "none", "--eval-suites", "clean", "--stop-after", "1"]
     assert run(recipe, data_root, tmp_path / "run", *base) == 0
-    assert run(recipe, data_root, tmp_path / "run", *base, *second_run) == 2
-    assert message in capsys.readouterr().err
+    assert run(recipe, data_root, tmp_path / "run", *base, "--lr", "0.01") == 2
+    assert "lr differ" in capsys.readouterr().err
+    assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2, "continued from epoch 1"
+    assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 0
+    assert "is finished" in capsys.readouterr().out
 
 
 @pytest.fixture
