@@ -12,6 +12,9 @@ Suites (:data:`SUITES`):
   summarised by :func:`flowaug.metrics.corruption_summary` (15 benchmark corruptions,
   4 extras apart).
 - ``"cifar10.1"``: CIFAR-10.1 v6 accuracy and its gap to the clean CIFAR-10 accuracy.
+- ``"spurious"``: the SpuriousBackgrounds ``test_shift`` split (generated, no files): average,
+  aligned and conflicting accuracy, worst class x group cell and MacroStd over background groups
+  (for a 10-class classifier trained on that benchmark).
 
 Every suite entry carries the dataset ``description`` (e.g. "CIFAR-10 (JPEG-q75 proxy)")
 so a number is never separated from the data it was measured on.
@@ -32,6 +35,7 @@ from tqdm.auto import tqdm
 
 from flowaug.data import ALL_CORRUPTIONS, CIFAR10, CIFAR10_1, CIFAR100, CIFAR100B, CIFAR10B, CIFARC, ArrayDataset
 from flowaug.data.cifar_c import C_DIRS, SEVERITIES, cifar_c_dir
+from flowaug.data.spurious import DEFAULT_SIZES, NUM_GROUPS, SHAPES, SpuriousBackgrounds
 from flowaug.errors import DatasetNotFoundError
 from flowaug.fileio import atomic_write_text
 from flowaug.metrics import corruption_summary, macro_std, shift_gap, subgroup_metrics
@@ -140,6 +144,22 @@ def _cifar10_1(model: nn.Module, ctx: EvalContext, clean: Callable[[], dict[str,
             "clean_description": reference["description"]}
 
 
+def _spurious(model: nn.Module, ctx: EvalContext, dataset: str) -> dict[str, Any]:
+    """The SpuriousBackgrounds ``test_shift`` split (every class x background-group cell equally filled):
+    accuracy on images whose background group matches their class (aligned) and on the others
+    (conflicting), and the subgroup metrics with the background groups as subgroups."""
+    data = SpuriousBackgrounds("test_shift", num_images=ctx.limit or DEFAULT_SIZES["test_shift"])
+    a = data.arrays
+    predictions = predict(model, a.images, batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress,
+                          desc=data.description)
+    correct = predictions == a.labels
+    aligned = a.labels == a.groups
+    metrics = subgroup_metrics(correct, a.labels, a.groups, num_classes=len(SHAPES), num_subgroups=NUM_GROUPS)
+    return {"description": data.description, "num_images": len(a.labels), "subset": None,
+            "classes": list(SHAPES), "aligned_accuracy": 100.0 * float(correct[aligned].mean()),
+            "conflicting_accuracy": 100.0 * float(correct[~aligned].mean()), **metrics}
+
+
 @dataclass(frozen=True)
 class Suite:
     """One evaluation suite: its dataset family and how to run it."""
@@ -157,8 +177,9 @@ SUITES: dict[str, Suite] = {
     "cifar10c": Suite("cifar10", "corruptions"),
     "cifar100c": Suite("cifar100", "corruptions"),
     "cifar10.1": Suite("cifar10", "shift"),
+    "spurious": Suite("spurious", "spurious"),
 }
-RUNNERS = {"clean": _clean, "subgroups": _subgroups, "corruptions": _corruptions}
+RUNNERS = {"clean": _clean, "subgroups": _subgroups, "corruptions": _corruptions, "spurious": _spurious}
 
 
 def _check_files_exist(suites: tuple[str, ...], ctx: EvalContext) -> None:

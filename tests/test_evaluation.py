@@ -8,6 +8,7 @@ images by their position within their class, as for the real test set.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 
@@ -197,3 +198,25 @@ def test_missing_corruption_file_fails_before_any_suite_runs(data_root, monkeypa
     with pytest.raises(DatasetNotFoundError, match="lacks snow.npy, labels.npy"):
         evaluate(PlantedModel(), ["clean", "cifar10c"], data_root, corruptions=["snow"],
                  c_dir=data_root / "nowhere", progress=False)
+
+
+class BackgroundModel(torch.nn.Module):
+    """Predicts the SpuriousBackgrounds class from the background hue alone (the shortcut)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from flowaug.data.spurious import NUM_GROUPS
+
+        corner = x[:, :, :2, :2].mean((2, 3))
+        r, g, b = corner.unbind(1)
+        hue = torch.atan2(math.sqrt(3) * (g - b), 2 * r - g - b) / (2 * math.pi) % 1.0
+        group = (hue * NUM_GROUPS + 0.5).long() % NUM_GROUPS
+        return torch.nn.functional.one_hot(group, NUM_GROUPS).float()
+
+
+def test_spurious_suite_separates_aligned_from_conflicting_images():
+    report = evaluate(BackgroundModel(), ("spurious",), None, device="cpu", progress=False, limit=1000)
+    entry = report["suites"]["spurious"]
+    assert entry["num_images"] == 1000 and entry["classes"][0] == "disk"
+    assert entry["aligned_accuracy"] > 90 and entry["conflicting_accuracy"] < 10
+    assert entry["accuracy"] == pytest.approx(0.1 * entry["aligned_accuracy"] + 0.9 * entry["conflicting_accuracy"])
+    assert entry["worst_group"]["cell"]["accuracy"] < 10
