@@ -1,0 +1,13 @@
+"""Background masking against background bias (Aniraj et al., ICCV 2023 workshops).
+
+- Early masking (:class:`EarlyMasking`): the background is removed at the input, in training and
+  at test time (:func:`mask_background` fills it with the dataset mean, zeros, a blur or noise).
+- Late masking (:class:`LateMasking`): the backbone's feature maps are multiplied by the mask,
+  downsampled to their resolution, and only foreground positions enter the global pooling.
+
+Masks are float (B, 1, H, W) in [0, 1] (1 = foreground), exact or predicted.
+"""
+from flowaug.masking.early import FILLS, EarlyMasking, mask_background
+from flowaug.masking.late import LateMasking
+
+__all__ = ["FILLS", "EarlyMasking", "LateMasking", "mask_background"]
