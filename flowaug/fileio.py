@@ -12,7 +12,44 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flowaug.errors import CheckpointError
+from flowaug.errors import CheckpointError, FlowaugError
+
+RUN_LOCK_NAME = ".flowaug.lock"
+
+
+class RunFolderBusyError(FlowaugError):
+    """Another process is writing into the run folder."""
+
+
+@contextmanager
+def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs.
+
+    A second process that claims the same folder gets :class:`RunFolderBusyError` at once instead
+    of interleaving its writes. The lock is an ``flock`` on ``folder/.flowaug.lock``: the operating
+    system releases it when the holder exits, however it exits, so a crashed run never leaves the
+    folder stuck.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FlowaugError(f"{folder} is a file, not a run folder; choose another output folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / RUN_LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderBusyError(f"{folder} is in use by another flowaug process (pid in {handle.name}); "
+                                     f"wait for it to finish or choose another output folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_umask() -> int:

@@ -25,6 +25,7 @@ import platform
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from flowaug.data.cifar_c import cifar_c_dir
 from flowaug.data.make_cifar_c import generate_from_test_split
 from flowaug.errors import DatasetNotFoundError, FlowaugError
 from flowaug.evaluation import SUITES, evaluate
-from flowaug.fileio import atomic_write_text
+from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
 from flowaug.seeding import seeded_generator
 from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
@@ -288,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.out / "report.json").is_file():
             print(f"{args.out} is finished (report.json exists); choose another --out for a new run")
             return 0
-        train(args)
+        with claim_run_folder(args.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+            train(args)
     except (FlowaugError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

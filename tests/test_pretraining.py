@@ -387,3 +387,29 @@ def test_warm_start_copies_matching_tensors_and_keeps_the_new_conditioning_at_ze
 def test_a_run_shorter_than_its_warmup_warns(tmp_path: Path, npz: Path) -> None:
     with pytest.warns(UserWarning, match="never reaches --lr"):
         pretrain(config(tmp_path / "run", f"npz:{npz}", epochs=1, warmup_steps=200))
+
+
+def test_a_run_folder_is_held_by_one_process_and_released_when_it_dies(tmp_path: Path, npz: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from flowaug.fileio import RunFolderBusyError, claim_run_folder
+
+    out = tmp_path / "run"
+    with claim_run_folder(out):
+        with pytest.raises(RunFolderBusyError, match="in use by another flowaug process"):
+            pretrain(config(out, f"npz:{npz}"))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom flowaug.fileio import claim_run_folder\n"
+                               f"with claim_run_folder({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunFolderBusyError):
+        pretrain(config(out, f"npz:{npz}"))
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    pretrain(config(out, f"npz:{npz}"))  # a killed holder leaves nothing stuck
+    assert (out / "flow.pt").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FlowaugError, match="is a file"):
+        pretrain(config(tmp_path / "file", f"npz:{npz}"))

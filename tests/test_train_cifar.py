@@ -227,3 +227,12 @@ def test_runs_started_together_generate_cifar_c_once(recipe, tmp_path, monkeypat
     for thread in threads:
         thread.join()
     assert calls == [8] and results == [tmp_path / "c", tmp_path / "c"]
+
+
+def test_a_run_folder_in_use_is_refused(recipe, data_root, tmp_path, capsys):
+    from flowaug.fileio import claim_run_folder
+
+    with claim_run_folder(tmp_path / "run"):
+        assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 2
+    assert "in use by another flowaug process" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from flowaug.data.base import to_float_chw
 from flowaug.errors import CheckpointError, FlowaugError
-from flowaug.fileio import atomic_torch_save, atomic_write_text, read_checkpoint
+from flowaug.fileio import atomic_torch_save, atomic_write_text, claim_run_folder, read_checkpoint
 from flowaug.augmentation.flowaug import GUARD_QUANTILE, FlowAug
 from flowaug.flow import DecoupledFlow, FlowConfig, get_preset, save_flow
 from flowaug.flow.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
@@ -207,6 +207,19 @@ class _Dist:
     def close(self) -> None:
         if self.owns_group:
             dist.destroy_process_group()
+
+
+@torch.no_grad()
+def guard_meta(flow: DecoupledFlow, images: torch.Tensor, seed: int, batch_size: int = 64) -> dict[str, Any]:
+    """FlowAug's guard threshold for ``flow``, calibrated on swaps of ``images`` (uint8 (N,H,W,3), e.g. the
+    first training images, so no test image informs it), as checkpoint meta (see ``FlowAug.calibrate_guard``)."""
+    if len(images) < 2:
+        return {}
+    device = flow.initialized.device
+    aug = FlowAug(flow, generator=seeded_generator("cpu", seed, _SAMPLES), guard=None)
+    threshold = aug.calibrate_guard(to_float_chw(images).to(device), batch_size=batch_size)
+    return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of the first "
+                                                          f"{len(images)} training images"}
 
 
 def warm_start(flow: DecoupledFlow, source: str) -> dict[str, list[str]]:
@@ -516,19 +529,11 @@ class _Run:
             save_flow(self.inference_flow, path, meta={**self._meta(finished), **self._guard_meta()})
         return path
 
-    @torch.no_grad()
     def _guard_meta(self) -> dict[str, Any]:
-        """FlowAug's guard threshold calibrated on swaps of the first training images (see
-        ``FlowAug.calibrate_guard``; training images, so no test image informs it)."""
-        images = self.train[:GUARD_CALIBRATION_IMAGES]
-        if len(images) < 2:
-            return {}
         model = self.inference_flow.eval()
-        aug = FlowAug(model, generator=seeded_generator("cpu", self.cfg.seed, _SAMPLES), guard=None)
-        threshold = aug.calibrate_guard(to_float_chw(images).to(self.device), batch_size=self.cfg.batch_size)
+        meta = guard_meta(model, self.train[:GUARD_CALIBRATION_IMAGES], self.cfg.seed, self.cfg.batch_size)
         model.train()
-        return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of the first "
-                                                              f"{len(images)} training images"}
+        return meta
 
     def _should_stop(self) -> bool:
         cfg = self.cfg
@@ -587,14 +592,16 @@ def pretrain(cfg: PretrainConfig) -> Path:
     """Pretrain a :class:`DecoupledFlow` as configured; return the path of the exported ``flow.pt``.
 
     Works in a single process or under ``torchrun`` (one process per device; rank 0 writes
-    files). Raises :class:`FlowaugError` subclasses for bad settings, a clashing ``out``,
-    a mismatched resume and divergence.
+    files and holds ``out`` for the whole run, :func:`flowaug.fileio.claim_run_folder`). Raises
+    :class:`FlowaugError` subclasses for bad settings, a clashing or busy ``out``, a mismatched
+    resume and divergence.
     """
     started = time.monotonic()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_ctx = _Dist.from_env(cfg.device)
     try:
-        return _Run(cfg, dist_ctx, started).run()
+        with claim_run_folder(cfg.out) if dist_ctx.rank == 0 else nullcontext():
+            return _Run(cfg, dist_ctx, started).run()
     finally:
         dist_ctx.close()
