@@ -84,7 +84,8 @@ def test_lr_schedule_warms_up_linearly_then_follows_cosine_to_zero() -> None:
     assert all(lr_at(s, 110, cfg) >= lr_at(s + 1, 110, cfg) for s in range(9, 110))
 
 
-@pytest.mark.parametrize("field,value", [("lr", 0.0), ("ema", 1.0), ("batch_size", 0), ("device", "tpu")])
+@pytest.mark.parametrize("field,value", [("lr", 0.0), ("ema", 1.0), ("batch_size", 0), ("device", "tpu"),
+                                         ("max_train_images", 0), ("max_train_images", -8), ("threads", -1)])
 def test_config_rejects_bad_values(field: str, value) -> None:
     with pytest.raises(FlowaugError, match=field.replace("_", ".")):
         PretrainConfig(dataset="cifar10", out="unused", **{field: value})

@@ -142,6 +142,12 @@ class PretrainConfig:
                 raise FlowaugError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise FlowaugError(f"lr must be > 0, got {self.lr}")
+        for name in ("max_train_images", "stop_after_steps", "threads"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise FlowaugError(f"{name} must be > 0 (or left unset), got {value}")
+        if self.time_limit is not None and not self.time_limit >= 0:
+            raise FlowaugError(f"time_limit must be >= 0 minutes (or left unset), got {self.time_limit}")
         if not 0 <= self.ema < 1:
             raise FlowaugError(f"ema decay must be in [0, 1) (0 = off), got {self.ema}")
         if not 0 < self.val_fraction < 1:
