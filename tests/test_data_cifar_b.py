@@ -62,17 +62,20 @@ class _Payload:
         return os.makedirs, (self.marker,)
 
 
-def test_annotation_is_not_unpickled_before_the_hash_check(synthetic):
+def test_annotation_code_never_runs_even_without_the_hash_check(synthetic):
     marker = synthetic.root / "code-ran"
     holder = np.empty((), dtype=object)
     holder[()] = _Payload(str(marker))
     synthetic.write_npy(ANNOTATION, holder, allow_pickle=True)
-    with pytest.raises(ChecksumMismatchError):
+    with pytest.raises(ChecksumMismatchError, match="no code from it runs"):
         load_subgroups("cifar10", np.array(ORDER), synthetic.root)
-    assert not marker.exists()
-    with pytest.raises(DataFormatError, match="dict"):
+    with pytest.raises(DataFormatError, match="refusing to load posix.makedirs|refusing to load os.makedirs"):
         load_subgroups("cifar10", np.array(ORDER), synthetic.root, verify=False)
-    assert marker.exists(), "the payload is live: unpickling it without the hash check runs it"
+    assert not marker.exists(), "a payload in the annotation file ran"
+    holder[()] = {"airplane": {"0001.png": 3}}
+    synthetic.write_npy(ANNOTATION, holder, allow_pickle=True)  # plain data still reads (and is then validated)
+    with pytest.raises(DataFormatError, match="dict keyed by the 10 class names"):
+        load_subgroups("cifar10", np.array(ORDER), synthetic.root, verify=False)
 
 
 def test_missing_annotation_names_the_path_and_the_release(tmp_path):

@@ -10,6 +10,7 @@ official test order (this is how the authors' loaders count). Layout::
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,17 +70,41 @@ def _read_annotation(dataset: str, path: Path, verify: bool) -> dict[str, list[i
                 f"{path}: sha256 {actual} differs from the authors' release ({spec.sha256}). The file "
                 "was modified or re-pickled, or comes from a different release, so the subgroup "
                 f"assignment may differ from the paper's. Re-download it from {AUTHORS_REPO}, or pass "
-                "verify=False to use it anyway"
+                "verify=False to use it anyway (it is read as plain data: no code from it runs)"
             )
-    # Security: the annotation is a pickled object array and unpickling runs arbitrary code.
-    # Only unpickle after the sha256 check has passed (or the caller explicitly opted out).
+    # Security: the annotation is a pickled object array. It is unpickled by a restricted unpickler
+    # that builds only numpy arrays and plain containers, so even a file that fails (or skipped) the
+    # sha256 check cannot run code.
     try:
-        table = np.load(path, allow_pickle=True).item()
-    except READ_ERRORS as error:
+        table = read_pickled_npy(path).item()
+    except (*READ_ERRORS, pickle.UnpicklingError) as error:
         raise DataFormatError(
             f"{path}: not a readable {spec.title} annotation file ({type(error).__name__}: {error})"
         ) from error
     return _parse_annotation(table, cifar_spec(dataset).classes, path)
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays of plain Python data; refuses every other global (no code runs)."""
+
+    ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: the file holds more than plain "
+                                         "data (numpy arrays, dicts, strings, numbers)")
+        return super().find_class(module, name)
+
+
+def read_pickled_npy(path: Path) -> np.ndarray:
+    """An object ``.npy`` array read without executing code from the file (see :class:`_PlainDataUnpickler`)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header(f)
+        return _PlainDataUnpickler(f, encoding="latin1").load()
 
 
 def _parse_annotation(table: object, classes: tuple[str, ...], path: Path) -> dict[str, list[int]]:
