@@ -28,7 +28,8 @@ def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
     A second process that claims the same folder gets :class:`RunFolderBusyError` at once instead
     of interleaving its writes. The lock is an ``flock`` on ``folder/.flowaug.lock``: the operating
     system releases it when the holder exits, however it exits, so a crashed run never leaves the
-    folder stuck.
+    folder stuck. Once claimed, temporary files that a killed writer left behind (``.*.tmp`` from
+    :func:`atomic_path`) are removed: nobody else can be writing them.
     """
     import fcntl
 
@@ -42,6 +43,8 @@ def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
         except BlockingIOError:
             raise RunFolderBusyError(f"{folder} is in use by another flowaug process (pid in {handle.name}); "
                                      f"wait for it to finish or choose another output folder") from None
+        for orphan in folder.glob(".*.tmp"):
+            orphan.unlink(missing_ok=True)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

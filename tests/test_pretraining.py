@@ -409,8 +409,9 @@ def test_a_run_folder_is_held_by_one_process_and_released_when_it_dies(tmp_path:
         pretrain(config(out, f"npz:{npz}"))
     holder.send_signal(signal.SIGKILL)
     holder.wait()
+    (out / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # what kill -9 mid-write leaves
     pretrain(config(out, f"npz:{npz}"))  # a killed holder leaves nothing stuck
-    assert (out / "flow.pt").is_file()
+    assert (out / "flow.pt").is_file() and not list(out.glob(".*.tmp"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(FlowaugError, match="is a file"):
         pretrain(config(tmp_path / "file", f"npz:{npz}"))
