@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from flowaug.errors import FlowaugError
@@ -35,13 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (FlowaugError, ValueError, TypeError, OSError, RuntimeError)  # one line each, exit 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand (its ``func(args)`` returns an exit code)."""
+    """Parse ``argv`` and run the chosen subcommand (its ``func(args)`` returns an exit code).
+
+    A user mistake or an environment problem (a bad value, a missing or unreadable file, a full
+    disk, a device that is not there) is one line on stderr and exit code 2; ``FLOWAUG_DEBUG=1``
+    shows the traceback instead. Ctrl-C exits with 130.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except FlowaugError as error:
-        print(f"flowaug {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"flowaug {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if os.environ.get("FLOWAUG_DEBUG"):
+            raise
+        hint = "" if isinstance(error, FlowaugError) else " (FLOWAUG_DEBUG=1 shows the traceback)"
+        print(f"flowaug {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2
 
 

@@ -97,3 +97,16 @@ def test_make_spurious_writes_every_split_and_reads_it_back(tmp_path, monkeypatc
         SpuriousBackgrounds.from_npz(path, "holdout")
     with pytest.raises(FileNotFoundError, match="make-spurious"):
         SpuriousBackgrounds.from_npz(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["make-spurious", "--out", "OUT", "--correlation", "2"], "correlation must be a number in"),
+    (["make-spurious", "--out", "OUT", "--size", "3"], "size must be an int"),
+])
+def test_cli_mistakes_are_one_line_errors(tmp_path, capsys, monkeypatch, argv, message):
+    from flowaug.cli import main
+
+    monkeypatch.delenv("FLOWAUG_DEBUG", raising=False)
+    assert main([part.replace("OUT", str(tmp_path)) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
