@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from flowaug.arguments import positive_int
 from flowaug.data import ALL_CORRUPTIONS, CIFAR10, CIFAR10_1, CIFAR100, CIFAR100B, CIFAR10B, CIFARC, ArrayDataset
 from flowaug.data.cifar_c import C_DIRS, SEVERITIES, cifar_c_dir
 from flowaug.data.spurious import DEFAULT_SIZES, NUM_GROUPS, SHAPES, SpuriousBackgrounds
@@ -305,9 +306,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder for report.json and PNGs")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"],
                         help="what 'clean' means")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=positive_int, default=500)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each set")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images of each set")
     parser.add_argument("--c-dir", default=None, help="folder with the CIFAR-C .npy files")
     parser.add_argument("--corruptions", nargs="+", default=None, choices=list(ALL_CORRUPTIONS))
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), choices=list(SEVERITIES))

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from flowaug.arguments import non_negative_int, positive_int
 from flowaug.augmentation import reseed
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
@@ -89,14 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=sorted(CLASSIFIERS), help="default: the profile's")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
     parser.add_argument("--data-root", help="data root (default: $FLOWAUG_DATA)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch (split across torchrun processes)")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int, help="global batch (split across torchrun processes)")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=non_negative_int, default=SEED)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bfloat16 autocast (default: profile)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: profile")
-    parser.add_argument("--train-images", type=int, help="train on the first N images (default: profile)")
-    parser.add_argument("--aug-workers", type=int, default=0,
+    parser.add_argument("--train-images", type=positive_int, help="train on the first N images (default: profile)")
+    parser.add_argument("--aug-workers", type=non_negative_int, default=0,
                         help="processes for the per-image policies (randaugment, autoaugment, trivialaugment, "
                              "augmix); 0: in the training process")
     parser.add_argument("--flowaug-cache", action="store_true",
@@ -104,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "only decodes per step; the same augmentation up to float rounding")
     parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
-    parser.add_argument("--stop-after", type=int, help="stop after this epoch (checkpointed; run the same command "
+    parser.add_argument("--stop-after", type=positive_int, help="stop after this epoch (checkpointed; run the same command "
                         "again to continue)")
     parser.add_argument("--eval-suites", nargs="+",
                         help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
@@ -113,8 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
                         help="when the CIFAR-C folder has no files, generate them first with `flowaug make-cifar-c` "
                              "(first --c-limit test images; default --c-dir runs/cifar-c/<dataset>-first<N>)")
-    parser.add_argument("--eval-limit", type=int, help="evaluate the first N images of every set (default: profile)")
-    parser.add_argument("--c-limit", type=int,
+    parser.add_argument("--eval-limit", type=positive_int, help="evaluate the first N images of every set (default: profile)")
+    parser.add_argument("--c-limit", type=positive_int,
                         help="first N images of every CIFAR-C corruption x severity block (default: profile, "
                              "else --eval-limit)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")

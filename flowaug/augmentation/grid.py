@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from flowaug.arguments import non_negative_int, positive_int
 from flowaug.augmentation.flowaug import FlowAug
 from flowaug.augmentation.params import MODES
 from flowaug.data import load_cifar
@@ -55,7 +56,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="grid.png", help="PNG file to write")
     parser.add_argument("--mode", default="swap", choices=MODES)
     parser.add_argument("--temperature", type=float, default=0.7, help="prior temperature (mode prior)")
-    parser.add_argument("--images", type=int, default=8, help="rows: test images shown")
-    parser.add_argument("--per-image", type=int, default=6, help="augmentations per image")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=positive_int, default=8, help="rows: test images shown")
+    parser.add_argument("--per-image", type=positive_int, default=6, help="augmentations per image")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.set_defaults(func=run_grid)

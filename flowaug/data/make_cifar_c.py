@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from flowaug.arguments import non_negative_int, positive_int
 from flowaug.data.cifar import load_cifar
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
 from flowaug.data.corruptions import default_frost_dir, get_corruption, load_frost_textures
@@ -255,9 +256,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                         metavar="NAME", help=f"default: all 19 ({', '.join(ALL_CORRUPTIONS)})")
     parser.add_argument("--severities", nargs="+", type=int, choices=SEVERITIES, default=list(SEVERITIES),
                         help="default 1 2 3 4 5; a subset keeps its blocks until the rest are generated")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N test images (5N rows per file)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes over (corruption, severity) blocks")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N test images (5N rows per file)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--workers", type=positive_int, default=1, help="worker processes over (corruption, severity) blocks")
     parser.add_argument("--frost-dir", type=Path, default=None,
                         help="folder with the frost textures frost1.png ... frost6.jpg (the official generator draws "
                              "frost1..frost5; default <data-root>/cifar_c_frost)")

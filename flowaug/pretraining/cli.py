@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import os
 
+from flowaug.arguments import non_negative_int, positive_int
 from flowaug.pretraining.loop import PretrainConfig, pretrain
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
@@ -19,30 +20,30 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
     p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | gpu-base")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, flow.pt, metrics.jsonl, samples/)")
-    p.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"], help="global batch size")
+    p.add_argument("--epochs", type=positive_int, default=_DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS["batch_size"], help="global batch size")
     p.add_argument("--lr", type=float, default=_DEFAULTS["lr"], help="peak learning rate (warmup, then cosine)")
-    p.add_argument("--warmup-steps", type=int, default=_DEFAULTS["warmup_steps"])
-    p.add_argument("--kl-warmup-steps", type=int, default=_DEFAULTS["kl_warmup_steps"],
+    p.add_argument("--warmup-steps", type=non_negative_int, default=_DEFAULTS["warmup_steps"])
+    p.add_argument("--kl-warmup-steps", type=non_negative_int, default=_DEFAULTS["kl_warmup_steps"],
                    help="ramp the KL weight from 0 to 1 over this many steps (against posterior collapse)")
     p.add_argument("--grad-clip", type=float, default=_DEFAULTS["grad_clip"], help="max gradient norm (0 = off)")
     p.add_argument("--ema", type=float, default=_DEFAULTS["ema"], metavar="DECAY",
                    help="EMA decay of the exported weights (0 = off)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
-    p.add_argument("--image-size", type=int, default=_DEFAULTS["image_size"],
+    p.add_argument("--seed", type=non_negative_int, default=_DEFAULTS["seed"])
+    p.add_argument("--image-size", type=positive_int, default=_DEFAULTS["image_size"],
                    help="train at SIZE x SIZE (divisible by 2**levels of the preset)")
     p.add_argument("--no-hflip", dest="hflip", action="store_false", help="no random horizontal flips")
-    p.add_argument("--max-train-images", type=int, metavar="N", help="use only the first N training images")
-    p.add_argument("--val-images", type=int, default=_DEFAULTS["val_images"], help="fixed validation subset size")
-    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS["checkpoint_every"], metavar="STEPS",
+    p.add_argument("--max-train-images", type=positive_int, metavar="N", help="use only the first N training images")
+    p.add_argument("--val-images", type=positive_int, default=_DEFAULTS["val_images"], help="fixed validation subset size")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=_DEFAULTS["checkpoint_every"], metavar="STEPS",
                    help="also checkpoint every STEPS global steps (0 = epoch ends only)")
-    p.add_argument("--log-every", type=int, default=_DEFAULTS["log_every"], metavar="STEPS")
+    p.add_argument("--log-every", type=positive_int, default=_DEFAULTS["log_every"], metavar="STEPS")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop after the step that exceeds MINUTES, with a checkpoint; --resume continues")
-    p.add_argument("--stop-after-steps", type=int, metavar="STEPS", help="stop at this global step (checkpointed)")
+    p.add_argument("--stop-after-steps", type=positive_int, metavar="STEPS", help="stop at this global step (checkpointed)")
     p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 + GradScaler on CUDA")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument("--threads", type=int, metavar="N", help="torch intra-op CPU threads")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="torch intra-op CPU threads")
     p.add_argument("--device", default=_DEFAULTS["device"], choices=("auto", "cpu", "cuda"))
     p.add_argument("--init-from", metavar="FLOW",
                    help="warm start from a flow checkpoint or registry name (tensors of matching name and shape)")
