@@ -1,5 +1,5 @@
-"""Pretrain the cpu-small DecoupledFlow on CIFAR-10, the way the shipped ``cifar10`` weights were made:
-a warm start from ``cifar10-v1`` (itself this recipe from scratch with ``INIT_FROM = None``,
+"""Pretrain the cpu-small DecoupledFlow on CIFAR-10, the way the shipped ``cifar10-v2`` weights were made:
+a warm start from ``cifar10`` (itself this recipe from scratch with ``INIT_FROM = None``,
 ``LR = 1e-3``), trained on with a fresh warm-up and cosine schedule.
 
     python recipes/pretrain_flow.py --data-root ../shared/data --out runs/flow-cpu-small --time-limit 90
@@ -18,7 +18,7 @@ from flowaug.pretraining import PretrainConfig, pretrain
 DATASET = "cifar10"        # or cifar100, folder:PATH, npz:PATH
 PRESET = "cpu-small"       # tiny | cpu-small | gpu-base
 IMAGE_SIZE = 32
-INIT_FROM = "cifar10-v1"   # warm start (registry name or checkpoint path); None trains from scratch
+INIT_FROM = "cifar10"      # warm start (registry name or checkpoint path); None trains from scratch
 EPOCHS = 7                 # the cosine schedule ends here; match it to the time you have
 BATCH_SIZE = 64            # global batch (split across torchrun processes)
 LR = 5e-4                  # Adam peak learning rate
