@@ -415,3 +415,10 @@ def test_a_run_folder_is_held_by_one_process_and_released_when_it_dies(tmp_path:
     (tmp_path / "file").write_text("x")
     with pytest.raises(FlowaugError, match="is a file"):
         pretrain(config(tmp_path / "file", f"npz:{npz}"))
+
+
+def test_sample_grids_and_guard_calibration_leave_a_raw_model_trainable(tmp_path: Path, npz: Path) -> None:
+    out = tmp_path / "run"
+    pretrain(config(out, f"npz:{npz}", ema=0.0))  # no EMA: the grids are drawn from the model in training
+    epochs = [r for r in metric_records(out) if r["kind"] == "epoch"]
+    assert epochs[1]["val_bpd"] < epochs[0]["val_bpd"], "the model kept training after the first epoch's grids"

@@ -222,7 +222,7 @@ def guard_meta(flow: DecoupledFlow, images: torch.Tensor, seed: int, batch_size:
     if len(images) < 2:
         return {}
     device = flow.initialized.device
-    aug = FlowAug(flow, generator=seeded_generator("cpu", seed, _SAMPLES), guard=None)
+    aug = FlowAug(copy.deepcopy(flow), generator=seeded_generator("cpu", seed, _SAMPLES), guard=None)
     threshold = aug.calibrate_guard(to_float_chw(images).to(device), batch_size=batch_size)
     return {"guard_bits": threshold, "guard_calibration": f"quantile {GUARD_QUANTILE} of swaps of the first "
                                                           f"{len(images)} training images"}

@@ -1,13 +1,15 @@
 """Per-epoch PNG grids that show what the flow learned: reconstructions, nuisance swaps, prior samples."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 
+from flowaug.augmentation import FlowAug, FlowAugParams
 from flowaug.fileio import atomic_path
-from flowaug.flow import DecoupledFlow, Latents
+from flowaug.flow import DecoupledFlow
 
 
 def finite_images(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -33,21 +35,24 @@ def write_sample_grids(model: DecoupledFlow, x: torch.Tensor, out_dir: Path, epo
 
     ``x`` float (n,3,H,W) in [0, 1] on the model's device. recon: originals over
     reconstructions. swap: rows = structure source, columns = nuisance donor (the first
-    column/row show them). prior: rows = structure source, columns = nuisance drawn from
-    ``sample_nuisance`` at ``temperature`` (shared per column).
+    column/row show them). prior: rows = structure source, columns = nuisance drawn from the
+    prior at ``temperature`` (shared per column; base noise from ``generator``). Swaps and prior
+    samples are made by :class:`~flowaug.FlowAug` with explicit parameters (guard off).
     """
     n = len(x)
-    latents = model.encode(x)
-    semantic, nuisance = latents.semantic, latents.nuisance
-    recon, bad_recon = finite_images(model.decode(latents))
-    swap, bad_swap = finite_images(model.decode(Latents(
-        semantic=semantic.repeat_interleave(n, 0), nuisance=nuisance.repeat(n, 1))))
-    drawn = model.sample_nuisance(n, temperature, generator)
-    prior, bad_prior = finite_images(model.decode(Latents(
-        semantic=semantic.repeat_interleave(n, 0), nuisance=drawn.repeat(n, 1))))
+    recon, bad_recon = finite_images(model.decode(model.encode(x)))
+    rows = x.repeat_interleave(n, 0)  # image i of row i, n times
+    column = torch.arange(n).repeat(n)
+    everyone = torch.ones(n * n, dtype=torch.bool)
+    frozen = copy.deepcopy(model)  # FlowAug freezes its flow; the model may be the one being trained
+    swap_aug = FlowAug(frozen, p=1.0, mode="swap", guard=None)
+    swap = swap_aug(rows, params=FlowAugParams(apply=everyone, no_donor=~everyone, donor=column * n + column))
+    noise = torch.randn(n, model.config.nuisance_dim, generator=generator, device=generator.device).cpu()
+    prior_aug = FlowAug(frozen, p=1.0, mode="prior", temperature=temperature, guard=None)
+    prior = prior_aug(rows, params=FlowAugParams(apply=everyone, no_donor=~everyone, prior_noise=noise[column]))
     grids = {"recon": (torch.cat([x, recon]), n), "swap": (_with_headers(swap, x, x), n + 1),
              "prior": (_with_headers(prior, x, None), n + 1)}
     for name, (grid, nrow) in grids.items():
         with atomic_path(out_dir / f"epoch_{epoch:03d}_{name}.png") as tmp:
             save_image(grid.cpu(), tmp, format="png", nrow=nrow, padding=1)
-    return bad_recon + bad_swap + bad_prior
+    return bad_recon + swap_aug.fallback_count + prior_aug.fallback_count
