@@ -1,6 +1,7 @@
 """Atomic file writes and hashing: an interrupted write never leaves a half-written file."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -31,8 +32,6 @@ def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
     folder stuck. Once claimed, temporary files that a killed writer left behind (``.*.tmp`` from
     :func:`atomic_path`) are removed: nobody else can be writing them.
     """
-    import fcntl
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FlowaugError(f"{folder} is a file, not a run folder; choose another output folder")

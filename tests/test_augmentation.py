@@ -162,7 +162,7 @@ def test_each_image_receives_its_donors_code(images):
     torch.testing.assert_close(out[:, 0, 0, 0], expected)
 
 
-def test_draws_are_linear_in_the_batch_size():
+def test_a_large_batch_gets_donors_from_the_batch_and_never_itself():
     groups = torch.randint(0, 8, (16384,), generator=torch.Generator().manual_seed(0))
     params = draw_params(16384, 0.5, "mix", "balanced", groups=groups, generator=torch.Generator().manual_seed(0))
     assert params.donor.shape == (16384,) and params.prior_noise is None

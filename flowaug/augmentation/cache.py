@@ -43,14 +43,16 @@ class LatentCache:
     """Codes of a fixed dataset, row i belonging to image i.
 
     semantic: (N, 3*H*W) in ``semantic.dtype``; nuisance: (N, d) float32; log_det: (N,) float32,
-    log|det dx/d eps| of each image under its own code (for FlowAug's guard); keys: (N,) int64
-    fingerprints (:func:`fingerprint`). All on one device.
+    log|det dx/d eps| of each image under its own code (for FlowAug's guard); sorted_keys: (N,)
+    int64 fingerprints (:func:`fingerprint`) in ascending order and key_rows: (N,) the row of each.
+    All on one device.
     """
 
     semantic: Tensor
     nuisance: Tensor
     log_det: Tensor
-    keys: Tensor
+    sorted_keys: Tensor
+    key_rows: Tensor
 
     def __len__(self) -> int:
         return self.semantic.shape[0]
@@ -58,21 +60,14 @@ class LatentCache:
     @property
     def nbytes(self) -> int:
         """Memory held by the cache in bytes."""
-        return self.semantic.nbytes + self.nuisance.nbytes + self.log_det.nbytes + self.keys.nbytes
+        return sum(t.nbytes for t in (self.semantic, self.nuisance, self.log_det, self.sorted_keys, self.key_rows))
 
     def lookup(self, x: Tensor) -> Tensor:
         """Cache rows (B,) int64 of the images x (B, 3, H, W) (-1 where an image is not cached), on x's device."""
-        keys = fingerprint(x).to(self.keys.device)
-        sorted_keys, order = self._index
-        position = torch.searchsorted(sorted_keys, keys).clamp_max(len(self) - 1)
-        hit = sorted_keys[position] == keys
-        return torch.where(hit, order[position], torch.full_like(position, -1)).to(x.device)
-
-    @property
-    def _index(self) -> tuple[Tensor, Tensor]:
-        if "_sorted" not in self.__dict__:
-            object.__setattr__(self, "_sorted", torch.sort(self.keys))
-        return self.__dict__["_sorted"]
+        keys = fingerprint(x).to(self.sorted_keys.device)
+        position = torch.searchsorted(self.sorted_keys, keys).clamp_max(len(self) - 1)
+        hit = self.sorted_keys[position] == keys
+        return torch.where(hit, self.key_rows[position], torch.full_like(position, -1)).to(x.device)
 
     @classmethod
     @torch.no_grad()
@@ -99,4 +94,6 @@ class LatentCache:
             parts["semantic"].append(latents.semantic.to(device, dtype))
             parts["nuisance"].append(latents.nuisance.to(device, torch.float32))
             parts["log_det"].append(log_det.to(device, torch.float32))
-        return cls(**{name: torch.cat(tensors) for name, tensors in parts.items()})
+        sorted_keys, key_rows = torch.sort(torch.cat(parts.pop("keys")))
+        return cls(**{name: torch.cat(tensors) for name, tensors in parts.items()}, sorted_keys=sorted_keys,
+                   key_rows=key_rows)

@@ -271,18 +271,18 @@ class FlowAug(Augmentation):
         images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
         with torch.no_grad():  # the flow's own methods run in full fp32 (flowaug.flow.precision)
             decoded, extra_bits = self._decode_new_nuisance(images, selected, params)
-        self.last_extra_bits[selected] = extra_bits.float().cpu()
         implausible = torch.zeros_like(extra_bits, dtype=torch.bool) if self.guard is None else ~(extra_bits <= self.guard)
         on_device = selected.to(batch.device)
-        originals = images[on_device]
         finite = torch.isfinite(decoded).flatten(1).all(dim=1)
         keep = finite & ~implausible
-        decoded = torch.where(keep[:, None, None, None], decoded.clamp(0.0, 1.0), originals)
-        counts = torch.stack([(~finite).sum(), (finite & implausible).sum(), keep.sum()]).tolist()
-        self.fallback_count += counts[0]
-        self.rejected_count += counts[1]
-        self.augmented_count += counts[2]
-        accepted[selected] = keep.cpu()
+        decoded = torch.where(keep[:, None, None, None], decoded.clamp(0.0, 1.0), images[on_device])
+        status = torch.stack([extra_bits.float(), finite.float(), keep.float()]).cpu()  # one device sync per call
+        finite, keep = status[1].bool(), status[2].bool()
+        self.last_extra_bits[selected] = status[0]
+        self.fallback_count += int((~finite).sum())
+        self.rejected_count += int((finite & ~keep).sum())
+        self.augmented_count += int(keep.sum())
+        accepted[selected] = keep
         if batch.dtype == torch.uint8:
             decoded = (decoded * 255.0).round()
         out = batch.clone()
@@ -296,51 +296,48 @@ class FlowAug(Augmentation):
         original_size = tuple(images.shape[-2:])
         if original_size != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0.0, 1.0)
-        latents, own_log_det = self._latents_of(images, selected)
-        nuisance = self._new_nuisance(images, selected, latents.nuisance, params)
+        rows = None if self.cache is None else self.cache.lookup(images)  # once per call, for images and donors
+        latents, own_log_det = self._latents_of(images, selected, rows)
+        nuisance = self._new_nuisance(images, selected, latents.nuisance, params, rows)
         decoded, new_log_det = self.flow.decode(Latents(latents.semantic, nuisance), with_log_det=True)
         extra_bits = (new_log_det - own_log_det) / (self.flow.num_dims * math.log(2))
         if original_size != (size, size):
             decoded = F.interpolate(decoded, size=original_size, mode="bilinear", antialias=True)
         return decoded, extra_bits
 
-    def _cache_rows(self, images: Tensor, which: Tensor) -> Tensor:
-        """Cache rows (S,) of batch images ``which`` (-1: not cached), counting misses."""
-        rows = self.cache.lookup(images[which.to(images.device)])
-        self.cache_misses += int((rows < 0).sum())
-        return rows
-
-    def _latents_of(self, images: Tensor, which: Tensor) -> tuple[Latents, Tensor]:
-        """Latents and own log-determinants (S,) of batch images ``which``, from the cache where it has them."""
-        if self.cache is None:
-            return self.flow.encode(images[which.to(images.device)], validate=False, with_log_det=True)
-        rows = self._cache_rows(images, which)
-        hit = rows >= 0
-        device = self.cache.semantic.device
-        semantic = self.cache.semantic[rows.clamp_min(0).to(device)].to(images.device, torch.float32)
-        nuisance = self.cache.nuisance[rows.clamp_min(0).to(device)].to(images.device)
-        log_det = self.cache.log_det[rows.clamp_min(0).to(device)].to(images.device)
+    def _latents_of(self, images: Tensor, which: Tensor, rows: Tensor | None) -> tuple[Latents, Tensor]:
+        """Latents and own log-determinants (S,) of batch images ``which``, from the cache where ``rows``
+        ((B,) cache rows of the batch, -1 where not cached; None without a cache) has them."""
+        which = which.to(images.device)
+        if rows is None:
+            return self.flow.encode(images[which], validate=False, with_log_det=True)
+        own = rows[which]
+        hit = own >= 0
+        self.cache_misses += int((~hit).sum())
+        cached = own.clamp_min(0).to(self.cache.semantic.device)
+        semantic = self.cache.semantic[cached].to(images.device, torch.float32)
+        nuisance = self.cache.nuisance[cached].to(images.device)
+        log_det = self.cache.log_det[cached].to(images.device)
         if not bool(hit.all()):
             missing = (~hit).nonzero().squeeze(1)
-            fresh, fresh_log_det = self.flow.encode(images[which.to(images.device)[missing]], validate=False,
-                                                    with_log_det=True)
+            fresh, fresh_log_det = self.flow.encode(images[which[missing]], validate=False, with_log_det=True)
             semantic[missing], nuisance[missing], log_det[missing] = fresh.semantic, fresh.nuisance, fresh_log_det
         return Latents(semantic, nuisance), log_det
 
-    def _nuisance_of(self, images: Tensor, which: Tensor) -> Tensor:
-        """Posterior-mean nuisance codes (S, d) of batch images ``which``."""
-        if self.cache is not None:
-            rows = self.cache.lookup(images[which.to(images.device)])
-            if bool((rows >= 0).all()):
-                return self.cache.nuisance[rows.to(self.cache.nuisance.device)].to(images.device)
-        return self.flow.encode_nuisance(images[which.to(images.device)], validate=False)
+    def _nuisance_of(self, images: Tensor, which: Tensor, rows: Tensor | None) -> Tensor:
+        """Posterior-mean nuisance codes (S, d) of batch images ``which`` (from the cache when all are in it)."""
+        which = which.to(images.device)
+        if rows is not None and bool((rows[which] >= 0).all()):
+            return self.cache.nuisance[rows[which].to(self.cache.nuisance.device)].to(images.device)
+        return self.flow.encode_nuisance(images[which], validate=False)
 
-    def _new_nuisance(self, images: Tensor, selected: Tensor, own: Tensor, params: FlowAugParams) -> Tensor:
+    def _new_nuisance(self, images: Tensor, selected: Tensor, own: Tensor, params: FlowAugParams,
+                      rows: Tensor | None) -> Tensor:
         """(S, d) nuisance codes for the selected images according to ``mode``."""
         if self.mode == "prior":
             base = params.prior_noise[selected].to(own.device) * self.temperature
             return self.flow.nuisance_from_noise(base).to(own.dtype)
-        donor_codes = self._nuisance_of(images, params.donor[selected])
+        donor_codes = self._nuisance_of(images, params.donor[selected], rows)
         if self.mode == "swap":
             return donor_codes
         weight = params.mix_weight[selected].to(own.device)[:, None]

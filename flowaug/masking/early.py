@@ -10,7 +10,7 @@ from flowaug.models.classifiers import CIFAR_MEAN
 FILLS = ("mean", "zero", "blur", "noise")
 
 
-def _check_mask(x: Tensor, mask: Tensor) -> None:
+def check_mask(x: Tensor, mask: Tensor) -> None:
     if not isinstance(mask, Tensor) or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] \
             or mask.shape[-2:] != x.shape[-2:]:
         found = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
@@ -27,7 +27,7 @@ def mask_background(x: Tensor, mask: Tensor, fill: str = "mean", mean: tuple[flo
     image itself: keeps the background's colour, removes its detail) or "noise" (uniform noise
     drawn from ``generator``, on the images' device).
     """
-    _check_mask(x, mask)
+    check_mask(x, mask)
     if fill == "mean":
         background = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1).expand_as(x)
     elif fill == "zero":

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowaug.masking.early import _check_mask
+from flowaug.masking.early import check_mask
 
 POOLS = ("max", "avg")
 
@@ -39,7 +39,7 @@ class LateMasking(nn.Module):
         return cls(nn.Sequential(*layers[:-2]), model.head, "max", model.logit_scale)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        _check_mask(x, mask)
+        check_mask(x, mask)
         maps = self.features(x)
         weight = F.adaptive_avg_pool2d(mask.to(maps.dtype), maps.shape[-2:])
         if self.pool == "max":

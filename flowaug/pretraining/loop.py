@@ -218,7 +218,8 @@ class _Dist:
 @torch.no_grad()
 def guard_meta(flow: DecoupledFlow, images: torch.Tensor, seed: int, batch_size: int = 64) -> dict[str, Any]:
     """FlowAug's guard threshold for ``flow``, calibrated on swaps of ``images`` (uint8 (N,H,W,3), e.g. the
-    first training images, so no test image informs it), as checkpoint meta (see ``FlowAug.calibrate_guard``)."""
+    first training images, so no test image informs it), as checkpoint meta (see ``FlowAug.calibrate_guard``).
+    FlowAug freezes its flow, so it gets a copy: ``flow`` may be the model being trained."""
     if len(images) < 2:
         return {}
     device = flow.initialized.device
@@ -536,10 +537,8 @@ class _Run:
         return path
 
     def _guard_meta(self) -> dict[str, Any]:
-        model = self.inference_flow.eval()
-        meta = guard_meta(model, self.train[:GUARD_CALIBRATION_IMAGES], self.cfg.seed, self.cfg.batch_size)
-        model.train()
-        return meta
+        images = self.train[:GUARD_CALIBRATION_IMAGES]
+        return guard_meta(self.inference_flow, images, self.cfg.seed, self.cfg.batch_size)
 
     def _should_stop(self) -> bool:
         cfg = self.cfg
