@@ -1,7 +1,10 @@
 """flowaug: semantic data augmentation with normalizing flows."""
+from flowaug.attribution import FidoResult, fido
 from flowaug.augmentation import Augmentation, Compose, FlowAug, FlowAugParams, LatentCache
+from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents
+from flowaug.masking import EarlyMasking, LateMasking, train_mask_predictor
 from flowaug.models.classifiers import build_classifier, load_classifier, save_classifier
 from flowaug.pretrained import available_pretrained, load_pretrained
 from flowaug.pretraining import PretrainConfig, pretrain
@@ -12,17 +15,23 @@ __all__ = [
     "Augmentation",
     "Compose",
     "DecoupledFlow",
+    "EarlyMasking",
+    "FidoResult",
     "FlowAug",
     "FlowAugParams",
     "FlowConfig",
+    "LateMasking",
     "LatentCache",
     "Latents",
     "PretrainConfig",
+    "SpuriousBackgrounds",
     "available_pretrained",
     "build_classifier",
     "evaluate",
+    "fido",
     "load_classifier",
     "load_pretrained",
     "pretrain",
     "save_classifier",
+    "train_mask_predictor",
 ]

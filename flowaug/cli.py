@@ -17,11 +17,12 @@ SUBCOMMAND_MODULES = [
     "flowaug.data.spurious",
     "flowaug.evaluation",
     "flowaug.augmentation.grid",
+    "flowaug.attribution.explain",
 ]
 
 
 DESCRIPTION = ("flowaug: semantic data augmentation with normalizing flows. Pretrain flows, generate CIFAR-C, "
-               "evaluate classifiers on background subgroups and draw FlowAug grids.")
+               "evaluate classifiers on background subgroups, draw FlowAug grids and explain classifiers with FIDO maps.")
 
 
 def build_parser() -> argparse.ArgumentParser:

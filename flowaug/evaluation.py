@@ -77,17 +77,18 @@ class EvalContext:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # by image-array digest
 
 
-def _correct(model: nn.Module, data: ArrayDataset, ctx: EvalContext) -> tuple[np.ndarray, slice]:
+def _correct(model: nn.Module, data: ArrayDataset, ctx: EvalContext, bar: bool = True) -> tuple[np.ndarray, slice]:
     """Per-image correctness (bool (n,)) on the first ``ctx.limit`` images of ``data``, and that slice.
 
     Predictions are remembered by the digest of the images, so suites that share images (clean and
-    CIFAR10-B score the same test split) run the model once."""
+    CIFAR10-B score the same test split) run the model once. ``bar``: a progress bar of its own
+    (off where the caller counts blocks)."""
     rows = slice(0, ctx.limit)
     images = np.ascontiguousarray(data.images[rows])
     key = hashlib.sha256(images.data).hexdigest()
     if key not in ctx.predictions:
         ctx.predictions[key] = predict(model, images, batch_size=ctx.batch_size, device=ctx.device,
-                                       progress=ctx.progress, desc=data.description)
+                                       progress=ctx.progress and bar, desc=data.description)
     return ctx.predictions[key] == data.labels[rows], rows
 
 
@@ -119,9 +120,10 @@ def _corruptions(model: nn.Module, ctx: EvalContext, dataset: str) -> dict[str, 
     accuracy: dict[tuple[str, int], float] = {}
     spread: dict[tuple[str, int], float] = {}
     blocks = [(c, s) for c in ctx.corruptions for s in ctx.severities]
-    for corruption, severity in tqdm(blocks, desc=f"{C_DIRS[dataset]} blocks", disable=not ctx.progress):
+    for corruption, severity in tqdm(blocks, desc=f"{C_DIRS[dataset]} blocks", disable=not ctx.progress,
+                                     smoothing=0.05):
         data = CIFARC(corruption, severity, dataset, ctx.data_root, ctx.c_dir, attach_subgroups=True)
-        correct, rows = _correct(model, data, ctx)
+        correct, rows = _correct(model, data, ctx, bar=False)
         accuracy[corruption, severity] = 100.0 * float(correct.mean())
         spread[corruption, severity] = macro_std(correct, data.labels[rows], data.subgroups[rows])
     note = _subset_note(data, rows)
@@ -153,12 +155,19 @@ def _spurious(model: nn.Module, ctx: EvalContext, dataset: str) -> dict[str, Any
     a = data.arrays
     predictions = predict(model, a.images, batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress,
                           desc=data.description)
-    correct = predictions == a.labels
-    aligned = a.labels == a.groups
-    metrics = subgroup_metrics(correct, a.labels, a.groups, num_classes=len(SHAPES), num_subgroups=NUM_GROUPS)
     return {"description": data.description, "num_images": len(a.labels), "subset": None,
-            "classes": list(SHAPES), "aligned_accuracy": 100.0 * float(correct[aligned].mean()),
-            "conflicting_accuracy": 100.0 * float(correct[~aligned].mean()), **metrics}
+            **spurious_metrics(predictions == a.labels, a.labels, a.groups)}
+
+
+def spurious_metrics(correct: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """SpuriousBackgrounds metrics from per-image correctness (N,) bool, labels and background groups (N,):
+    accuracy on aligned (group == class) and conflicting images (percent) and :func:`subgroup_metrics`
+    with the groups as subgroups (average accuracy, worst class x group cell, MacroStd)."""
+    correct, labels, groups = np.asarray(correct, bool), np.asarray(labels), np.asarray(groups)
+    aligned = labels == groups
+    share = lambda rows: 100.0 * float(correct[rows].mean()) if rows.any() else None  # noqa: E731
+    return {"classes": list(SHAPES), "aligned_accuracy": share(aligned), "conflicting_accuracy": share(~aligned),
+            **subgroup_metrics(correct, labels, groups, num_classes=len(SHAPES), num_subgroups=NUM_GROUPS)}
 
 
 @dataclass(frozen=True)

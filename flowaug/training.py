@@ -85,6 +85,14 @@ def _synchronize(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def run_progress(total_steps: int, done_steps: int = 0, enabled: bool = True,
+                 desc: str = "training") -> tqdm:
+    """One bar for a whole training run: steps done of all epochs, with an ETA smoothed over many
+    steps (tqdm's moving average with factor 0.02), so it stays steady within and across epochs."""
+    return tqdm(total=total_steps, initial=done_steps, desc=desc, unit="step", smoothing=0.02, disable=not enabled,
+                dynamic_ncols=True)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -102,6 +110,9 @@ def train_epoch(
     world_size: int = 1,
     desc: str = "epoch",
     progress: bool = True,
+    groups: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
+    overall: tqdm | None = None,
 ) -> dict[str, Any]:
     """One pass over ``images`` (whole split on the model's device, uint8 (N, H, W, 3) or float
     (N, 3, H, W) in [0, 1]; ``labels`` int64 (N,)), one optimizer and scheduler step per batch.
@@ -132,19 +143,20 @@ def train_epoch(
     order = torch.randperm(len(images), generator=shuffle_generator, device=device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
+    bar = overall if overall is not None else tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    for step in range(steps):
         tick = _synchronize(device)
         index = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
         x, y = to_float_images(images[index]), labels[index]
+        side = () if masks is None else (masks[index],)
         tock = _synchronize(device)
         times["data_seconds"] += tock - tick
         if augment is not None:
-            x, y = augment(x, y)
+            x, y = augment(x, y) if groups is None else augment(x, y, groups=groups[index])
         tick = _synchronize(device)
         times["augment_seconds"] += tick - tock
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x.contiguous(memory_format=memory_format))
+            logits = model(x.contiguous(memory_format=memory_format), *side)
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,8 +165,11 @@ def train_epoch(
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
         times["model_seconds"] += _synchronize(device) - tick
+        bar.update()
         if progress and step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    if overall is None:
+        bar.close()
     seconds = _synchronize(device) - start
     return {
         "loss": loss_sum.item() / steps,
@@ -217,6 +232,8 @@ def train_classifier(
     amp: bool = False,
     on_epoch_end: Callable[[int, nn.Module], dict[str, Any]] | None = None,
     progress: bool = True,
+    groups: np.ndarray | torch.Tensor | None = None,
+    masks: np.ndarray | torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place with cross-entropy and return one record per epoch.
 
@@ -233,6 +250,9 @@ def train_classifier(
     accuracy) that are merged into the epoch record; the model is in eval mode
     during the call.
 
+    ``groups`` (N,) and ``masks`` (N, 1, H, W) in [0, 1] travel with the batches as in
+    :func:`train_epoch` (groups to the augmentation, masks to the model).
+
     Record keys: epoch (1-based) and those of :func:`train_epoch`.
     """
     if optimizer not in OPTIMIZERS:
@@ -242,6 +262,12 @@ def train_classifier(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     x_all = as_image_tensor(images, device)
     y_all = as_label_tensor(labels, len(x_all), device)
+    g_all = None if groups is None else as_label_tensor(groups, len(x_all), device)
+    m_all = None if masks is None else torch.as_tensor(masks, dtype=torch.float32, device=device)
+    height, width = x_all.shape[1:3] if x_all.dtype == torch.uint8 else x_all.shape[2:]
+    if m_all is not None and tuple(m_all.shape) != (len(x_all), 1, height, width):
+        raise ValueError(f"masks must have shape ({len(x_all)}, 1, {height}, {width}) to match the images, "
+                         f"got {tuple(m_all.shape)}")
     steps_per_epoch = len(x_all) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(x_all)} images)")
@@ -253,13 +279,15 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total_steps, warmup_fraction))
     generator = torch.Generator(device=device).manual_seed(seed)
     history: list[dict[str, Any]] = []
+    overall = run_progress(total_steps, enabled=progress)
     for epoch in range(1, epochs + 1):
         if augment is not None:
             reseed(augment, seed, epoch)
+        overall.set_description(f"training, epoch {epoch}/{epochs}")
         record = train_epoch(model, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=augment,
                              shuffle_generator=generator,
                              memory_format=memory_format, amp=amp, label_smoothing=label_smoothing,
-                             desc=f"epoch {epoch}/{epochs}", progress=progress)
+                             progress=progress, groups=g_all, masks=m_all, overall=overall)
         record = {"epoch": epoch, **record}
         if on_epoch_end is not None:
             model.eval()
@@ -267,5 +295,6 @@ def train_classifier(
         history.append(record)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    overall.close()
     model.to(memory_format=torch.contiguous_format).eval()
     return history

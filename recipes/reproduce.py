@@ -1,11 +1,14 @@
-"""Run a sweep of recipes/train_cifar.py (methods x seeds at one profile) and publish the results table.
+"""Run a sweep of a training recipe (methods x seeds at one profile) and publish the results table.
 
     python recipes/reproduce.py --config recipes/sweep_cpu.json
     python recipes/reproduce.py --config recipes/sweep_cpu.json --jobs 10 --threads 1 -- --aug-workers 3
     python recipes/reproduce.py --config recipes/sweep_cpu.json --aggregate-only
+    python recipes/reproduce.py --config recipes/sweep_spurious.json --jobs 2 --threads 1
 
-The config (JSON) names the sweep, the profile, the methods (``--aug`` values), the seeds, the
-runs folder, the results folder and extra arguments passed to every run (e.g. ``--data-root``).
+The config (JSON) names the sweep, the recipe (:data:`RECIPES`: ``cifar`` = train_cifar.py, the
+default; ``spurious`` = train_spurious.py), the profile, the methods (the recipe's ``--aug`` or
+``--method`` values), the seeds, the runs folder, the results folder and extra arguments passed to
+every run (e.g. ``--data-root``).
 Each run lives in ``<runs_dir>/<method>/seed<k>`` (git-ignored). As soon as a run finishes, its
 ``report.json`` is copied to ``<results_dir>/<name>/<method>-s<seed>.json`` (committed), so a long
 sweep can be continued on another machine: a run with a published report is skipped, an
@@ -13,9 +16,11 @@ interrupted one continues (``train_cifar.py`` resumes a run folder that holds th
 output then goes to ``train.log`` in its folder); arguments after ``--`` go to every run.
 
 Writes ``<results_dir>/<name>.json`` (per-run numbers and mean/std per method), ``<name>.md`` (a
-table of mean +- std over seeds: clean accuracy, MacroStd, worst-group accuracy, CIFAR-C mean
-accuracy over the 15 benchmark corruptions, CIFAR-10.1 accuracy when measured, training wall time)
-and ``<name>.png`` (clean accuracy against MacroStd, one point per method). The std is the sample
+table of mean +- std over seeds of the recipe's metrics; for ``cifar``: clean accuracy, MacroStd,
+worst-group accuracy, CIFAR-C mean accuracy over the 15 benchmark corruptions, CIFAR-10.1 accuracy
+when measured, training wall time; for ``spurious``: test_shift average, aligned, conflicting and
+worst-cell accuracy, MacroStd, the same with predicted masks and their IoU, training wall time)
+and ``<name>.png`` (one point per method on the recipe's two headline axes). The std is the sample
 standard deviation over seeds (n - 1 in the denominator; shown as "n/a" with one seed).
 """
 from __future__ import annotations
@@ -30,22 +35,95 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from matplotlib.figure import Figure
 
 from flowaug.fileio import atomic_path, atomic_write_text
 
-TRAIN_SCRIPT = Path(__file__).resolve().with_name("train_cifar.py")
-METRICS = {  # key -> (table header, format)
-    "clean_accuracy": ("clean acc (%)", ".2f"),
-    "macro_std": ("MacroStd", ".2f"),
-    "worst_group_accuracy": ("worst-group acc (%)", ".2f"),
-    "cifar_c_accuracy": ("CIFAR-C mean acc (%)", ".2f"),
-    "cifar10_1_accuracy": ("CIFAR-10.1 acc (%)", ".2f"),
-    "train_minutes": ("train wall time (min)", ".1f"),
-    "augment_minutes": ("of which augmentation (min)", ".1f"),
+RECIPES_DIR = Path(__file__).resolve().parent
+
+
+def summarize_cifar(report: dict[str, Any]) -> dict[str, Any]:
+    """The table's numbers from one train_cifar.py report.json (None where a suite was not run)."""
+    suites = report["suites"]
+    dataset = report["dataset"]
+    subgroups = suites.get(f"{dataset}b", {})
+    corrupted = suites.get(f"{dataset}c")
+    shifted = suites.get("cifar10.1")
+    return {
+        "clean_accuracy": suites["clean"]["accuracy"],
+        "macro_std": subgroups.get("macro_std"),
+        "worst_group_accuracy": subgroups["worst_group"]["subgroup_accuracy"] if subgroups else None,
+        "cifar_c_accuracy": corrupted["summary"]["benchmark"]["mean"] if corrupted else None,
+        "cifar10_1_accuracy": shifted["accuracy"] if shifted else None,
+        "train_minutes": report["timing"]["train_seconds"] / 60.0,
+        "augment_minutes": report["timing"]["augment_seconds"] / 60.0,
+        "hardware": report.get("hardware", {}).get("device", "unrecorded"),
+        "subgroup_accuracy": subgroups.get("subgroup_accuracy", {}),
+        "description": suites["clean"]["description"],
+    }
+
+
+def summarize_spurious(report: dict[str, Any]) -> dict[str, Any]:
+    """The table's numbers from one train_spurious.py report.json (None where masks were not predicted)."""
+    suites = report["suites"]
+    shifted, predicted = suites["test_shift"], suites.get("test_shift_predicted_masks")
+    cell = lambda entry: entry["worst_group"]["cell"]["accuracy"] if entry and entry["worst_group"]["cell"] else None  # noqa: E731
+    return {
+        "accuracy": shifted["accuracy"],
+        "aligned_accuracy": shifted["aligned_accuracy"],
+        "conflicting_accuracy": shifted["conflicting_accuracy"],
+        "worst_cell_accuracy": cell(shifted),
+        "macro_std": shifted["macro_std"],
+        "predicted_conflicting_accuracy": predicted["conflicting_accuracy"] if predicted else None,
+        "predicted_worst_cell_accuracy": cell(predicted),
+        "mask_iou": predicted["mask_iou"] if predicted else None,
+        "train_minutes": report["timing"]["train_seconds"] / 60.0,
+        "hardware": report.get("hardware", {}).get("device", "unrecorded"),
+        "subgroup_accuracy": shifted["subgroup_accuracy"],
+        "description": shifted["description"],
+    }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the sweep runs one training script and reads its report.json."""
+
+    script: Path
+    method_flag: str
+    summarize: Callable[[dict[str, Any]], dict[str, Any]]
+    metrics: dict[str, tuple[str, str]]   # summary key -> (table header, format)
+    axes: tuple[str, str]                 # the plot's x and y summary keys
+    caption: str
+    subgroup_caption: str
+
+
+RECIPES = {
+    "cifar": Recipe(
+        RECIPES_DIR / "train_cifar.py", "--aug", summarize_cifar,
+        {"clean_accuracy": ("clean acc (%)", ".2f"), "macro_std": ("MacroStd", ".2f"),
+         "worst_group_accuracy": ("worst-group acc (%)", ".2f"), "cifar_c_accuracy": ("CIFAR-C mean acc (%)", ".2f"),
+         "cifar10_1_accuracy": ("CIFAR-10.1 acc (%)", ".2f"), "train_minutes": ("train wall time (min)", ".1f"),
+         "augment_minutes": ("of which augmentation (min)", ".1f")},
+        ("clean_accuracy", "macro_std"),
+        "CIFAR-C = mean over the 15 benchmark corruptions x 5 severities.",
+        "Accuracy (%) per CIFAR-B background subgroup"),
+    "spurious": Recipe(
+        RECIPES_DIR / "train_spurious.py", "--method", summarize_spurious,
+        {"accuracy": ("test_shift acc (%)", ".1f"), "aligned_accuracy": ("aligned (%)", ".1f"),
+         "conflicting_accuracy": ("conflicting (%)", ".1f"), "worst_cell_accuracy": ("worst cell (%)", ".1f"),
+         "macro_std": ("MacroStd", ".1f"), "predicted_conflicting_accuracy": ("conflicting, predicted masks (%)", ".1f"),
+         "predicted_worst_cell_accuracy": ("worst cell, predicted masks (%)", ".1f"),
+         "mask_iou": ("mask IoU", ".3f"), "train_minutes": ("train wall time (min)", ".1f")},
+        ("aligned_accuracy", "worst_cell_accuracy"),
+        "test_shift fills every class x background-group cell equally; aligned = background group equals the "
+        "class; worst cell = the lowest class x group cell (50 images each).",
+        "Accuracy (%) on test_shift per background group"),
 }
+LABELS = {"clean_accuracy": "clean accuracy (%)", "macro_std": "MacroStd on CIFAR-B (lower is fairer)",
+          "aligned_accuracy": "test_shift accuracy on aligned images (%)",
+          "worst_cell_accuracy": "worst class x group cell on test_shift (%)"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +137,7 @@ class Sweep:
     runs_dir: Path
     results_dir: Path = Path("benchmarks/results")
     extra_args: list[str] = field(default_factory=list)
+    recipe: str = "cifar"
 
     @classmethod
     def from_json(cls, path: Path) -> Sweep:
@@ -66,8 +145,14 @@ class Sweep:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}; allowed: {list(cls.__dataclass_fields__)}")
+        if raw.get("recipe", cls.recipe) not in RECIPES:
+            raise ValueError(f"{path}: unknown recipe {raw['recipe']!r}; choose one of {', '.join(RECIPES)}")
         return cls(**{**raw, "runs_dir": Path(raw["runs_dir"]),
                       "results_dir": Path(raw.get("results_dir", cls.results_dir))})
+
+    @property
+    def spec(self) -> Recipe:
+        return RECIPES[self.recipe]
 
     def run_dir(self, method: str, seed: int) -> Path:
         return self.runs_dir / method.replace(",", "+") / f"seed{seed}"
@@ -110,7 +195,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
         while pending and len(running) < jobs:
             method, seed = pending.pop(0)
             out = sweep.run_dir(method, seed)
-            command = [sys.executable, str(TRAIN_SCRIPT), "--aug", method, "--seed", str(seed),
+            command = [sys.executable, str(sweep.spec.script), sweep.spec.method_flag, method, "--seed", str(seed),
                        "--profile", sweep.profile, "--out", str(out), *sweep.extra_args, *train_args]
             print(" ".join(command), flush=True)
             log = None
@@ -137,26 +222,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
     return started
 
 
-def summarize(report: dict[str, Any]) -> dict[str, float | None]:
-    """The table's numbers from one train_cifar.py report.json (None where a suite was not run)."""
-    suites = report["suites"]
-    dataset = report["dataset"]
-    subgroups = suites.get(f"{dataset}b", {})
-    corrupted = suites.get(f"{dataset}c")
-    shifted = suites.get("cifar10.1")
-    return {
-        "clean_accuracy": suites["clean"]["accuracy"],
-        "macro_std": subgroups.get("macro_std"),
-        "worst_group_accuracy": subgroups["worst_group"]["subgroup_accuracy"] if subgroups else None,
-        "cifar_c_accuracy": corrupted["summary"]["benchmark"]["mean"] if corrupted else None,
-        "cifar10_1_accuracy": shifted["accuracy"] if shifted else None,
-        "train_minutes": report["timing"]["train_seconds"] / 60.0,
-        "augment_minutes": report["timing"]["augment_seconds"] / 60.0,
-        "hardware": report.get("hardware", {}).get("device", "unrecorded"),
-        "subgroup_accuracy": subgroups.get("subgroup_accuracy", {}),
-    }
-
-
 def mean_std(values: list[float | None]) -> dict[str, float | int | None]:
     """Mean and sample std (n - 1) of the values that are not None; std None with fewer than 2."""
     present = [v for v in values if v is not None]
@@ -177,19 +242,18 @@ def aggregate(sweep: Sweep) -> dict[str, Any]:
         for seed in sweep.seeds:
             path = sweep.published_report(method, seed)
             if path.is_file():
-                report = json.loads(path.read_text())
-                runs[seed] = summarize(report)
+                runs[seed] = sweep.spec.summarize(json.loads(path.read_text()))
                 hardware.add(runs[seed]["hardware"])
-                description = description or report["suites"]["clean"]["description"]
+                description = description or runs[seed]["description"]
         if runs:
             subgroups = sorted({group for r in runs.values() for group in r["subgroup_accuracy"]}, key=int)
             methods[method] = {"seeds": sorted(runs), "runs": runs,
-                               **{key: mean_std([r[key] for r in runs.values()]) for key in METRICS},
+                               **{key: mean_std([r[key] for r in runs.values()]) for key in sweep.spec.metrics},
                                "subgroup_accuracy": {group: mean_std([r["subgroup_accuracy"].get(group)
                                                                       for r in runs.values()])
                                                      for group in subgroups}}
-    return {"name": sweep.name, "profile": sweep.profile, "data": description, "hardware": sorted(hardware),
-            "methods": methods}
+    return {"name": sweep.name, "recipe": sweep.recipe, "profile": sweep.profile, "data": description,
+            "hardware": sorted(hardware), "methods": methods}
 
 
 def _cell(stats: dict[str, Any], fmt: str) -> str:
@@ -201,19 +265,19 @@ def _cell(stats: dict[str, Any], fmt: str) -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """A Markdown table of mean ± std over seeds, one row per method."""
-    headers = ["method", "seeds", *(header for header, _ in METRICS.values())]
+    recipe = RECIPES[results.get("recipe", "cifar")]
+    headers = ["method", "seeds", *(header for header, _ in recipe.metrics.values())]
     lines = [f"Sweep `{results['name']}`, profile `{results['profile']}`, data: {results['data']}, "
-             f"trained on: {', '.join(results['hardware'])}. Mean ± sample std over seeds; "
-             "CIFAR-C = mean over the 15 benchmark corruptions x 5 severities.", "",
+             f"trained on: {', '.join(results['hardware'])}. Mean ± sample std over seeds; {recipe.caption}", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for method, entry in results["methods"].items():
         cells = [f"`{method}`", str(len(entry["seeds"]))]
-        cells += [_cell(entry[key], fmt) for key, (_, fmt) in METRICS.items()]
+        cells += [_cell(entry[key], fmt) for key, (_, fmt) in recipe.metrics.items()]
         lines.append("| " + " | ".join(cells) + " |")
     subgroups = sorted({group for entry in results["methods"].values() for group in entry["subgroup_accuracy"]},
                        key=int)
     if subgroups:
-        lines += ["", "Accuracy (%) per CIFAR-B background subgroup, mean ± sample std over seeds:", "",
+        lines += ["", f"{recipe.subgroup_caption}, mean ± sample std over seeds:", "",
                   "| method | " + " | ".join(f"subgroup {group}" for group in subgroups) + " |",
                   "|" + "---|" * (len(subgroups) + 1)]
         for method, entry in results["methods"].items():
@@ -222,18 +286,20 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accuracy_vs_macro_std(results: dict[str, Any], path: Path) -> None:
-    """PNG: clean accuracy (x) against MacroStd (y), one point per method with std error bars."""
+def headline_plot(results: dict[str, Any], path: Path) -> None:
+    """PNG: the recipe's two headline metrics (cifar: clean accuracy against MacroStd), one point per
+    method with std error bars."""
+    x_key, y_key = RECIPES[results.get("recipe", "cifar")].axes
     figure = Figure(figsize=(6, 4.5))
     axes = figure.subplots()
     for method, entry in results["methods"].items():
-        x, y = entry["clean_accuracy"], entry["macro_std"]
+        x, y = entry[x_key], entry[y_key]
         if x["mean"] is None or y["mean"] is None:
             continue
         axes.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0, yerr=y["std"] or 0, fmt="o", capsize=3)
         axes.annotate(method, (x["mean"], y["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    axes.set_xlabel("clean accuracy (%)")
-    axes.set_ylabel("MacroStd on CIFAR-B (lower is fairer)")
+    axes.set_xlabel(LABELS[x_key])
+    axes.set_ylabel(LABELS[y_key])
     axes.set_title(f"{results['name']}: {results['data']}", fontsize=9)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -251,7 +317,7 @@ def publish(sweep: Sweep) -> dict[str, Any]:
     base = sweep.results_dir / sweep.name
     atomic_write_text(json.dumps(results, indent=2) + "\n", base.with_suffix(".json"))
     atomic_write_text(markdown_table(results), base.with_suffix(".md"))
-    accuracy_vs_macro_std(results, base.with_suffix(".png"))
+    headline_plot(results, base.with_suffix(".png"))
     print(f"wrote {base}.json, .md and .png ({len(results['methods'])} method(s))")
     return results
 
@@ -263,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads per run (default: torch's choice)")
     parser.add_argument("train_args", nargs="*",
-                        help="after --: further recipes/train_cifar.py arguments for every run")
+                        help="after --: further arguments of the sweep's recipe for every run")
     args = parser.parse_args(argv)
     sweep = Sweep.from_json(args.config)
     failure = None

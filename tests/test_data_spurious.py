@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowaug.data.spurious import NUM_GROUPS, SHAPES, SpuriousBackgrounds, draw_groups, render
+from flowaug.data.spurious import NUM_GROUPS, SHAPES, SpuriousBackgrounds, background_group, draw_groups, render
 
 
 def test_same_seed_same_split_and_splits_differ():
@@ -110,3 +110,21 @@ def test_cli_mistakes_are_one_line_errors(tmp_path, capsys, monkeypatch, argv, m
     assert main([part.replace("OUT", str(tmp_path)) for part in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_background_group_reads_the_group_of_benchmark_images_and_of_recoloured_ones():
+    images, labels, groups, masks = SpuriousBackgrounds("test_shift", num_images=300).tensors()
+    assert torch.equal(background_group(images, masks), groups)
+    recoloured = torch.lerp(images.roll(1, 0), images, masks)   # the same objects on the next image's background
+    both_objects = torch.maximum(masks, masks.roll(1, 0))    # the other image's object is not background
+    assert torch.equal(background_group(recoloured, both_objects), groups.roll(1, 0))
+
+
+def test_pretraining_reads_the_benchmark(tmp_path):
+    from flowaug.data.spurious import write_npz
+    from flowaug.pretraining.datasets import load_pretrain_data
+
+    path = write_npz(tmp_path / "s.npz", sizes={"train": 40, "val": 8, "test": 4, "test_shift": 100})
+    data = load_pretrain_data(f"spurious:{path}")
+    assert data.train.shape == (40, 32, 32, 3) and data.val.shape == (8, 32, 32, 3) and "SpuriousBackgrounds" in data.description
+    assert np.array_equal(data.train, SpuriousBackgrounds("train", num_images=40).arrays.images)

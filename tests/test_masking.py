@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flowaug.data import SpuriousBackgrounds
-from flowaug.masking import FILLS, EarlyMasking, LateMasking, mask_background
+from flowaug.masking import FILLS, EarlyMasking, LateMasking, mask_background, mask_iou, train_mask_predictor
 from flowaug.models import build_classifier
 
 
@@ -43,11 +43,12 @@ def test_mask_background_keeps_the_foreground_exactly(batch, fill):
     assert not torch.equal(out[~keep], images[~keep])
 
 
-def test_late_masking_with_a_full_mask_is_the_plain_model(batch):
+@pytest.mark.parametrize("arch", ["small", "resnet18"])
+def test_late_masking_with_a_full_mask_is_the_plain_model(batch, arch):
     images, masks = batch
     torch.manual_seed(0)
-    model = build_classifier("small", 10).eval()
-    late = LateMasking.from_small_cnn(model)
+    model = build_classifier(arch, 10).eval()
+    late = LateMasking.from_classifier(model)
     with torch.no_grad():
         torch.testing.assert_close(late(images, torch.ones_like(masks)), model(images))
         assert not torch.allclose(late(images, masks), model(images))
@@ -73,3 +74,27 @@ def test_bad_masks_and_options_raise(batch):
         EarlyMasking(torch.nn.Identity(), fill="paint")
     with pytest.raises(ValueError, match="unknown pool"):
         LateMasking(torch.nn.Identity(), torch.nn.Identity(), pool="median")
+
+
+def test_mask_predictor_learns_the_foreground():
+    images, _, _, masks = SpuriousBackgrounds("train", num_images=1024, seed=1).tensors()
+    test_images, _, _, test_masks = SpuriousBackgrounds("test", num_images=128, seed=1).tensors()
+    predictor = train_mask_predictor(images, masks, epochs=2, batch_size=64, seed=0, progress=False)
+    iou = mask_iou(predictor.predict(test_images), test_masks).mean()
+    everything = mask_iou(torch.ones_like(test_masks), test_masks).mean()
+    assert iou > 0.6 > everything
+    again = train_mask_predictor(images[:256], masks[:256], epochs=1, batch_size=64, seed=0, progress=False)
+    first = train_mask_predictor(images[:256], masks[:256], epochs=1, batch_size=64, seed=0, progress=False)
+    assert torch.equal(again.predict(test_images), first.predict(test_images)), "same seed, same predictor"
+
+
+def test_mask_iou_known_values():
+    a = torch.zeros(3, 1, 4, 4)
+    b = torch.zeros(3, 1, 4, 4)
+    a[0, :, :2] = 1.0
+    b[0, :, :1] = 1.0            # half of a
+    a[1, :, :2] = 1.0
+    b[1, :, 2:] = 1.0            # disjoint
+    assert torch.allclose(mask_iou(a, b), torch.tensor([0.5, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        mask_iou(a, b[:2])

@@ -99,7 +99,7 @@ def test_sweep_skips_finished_runs_and_publishes_each_run(reproduce, sweep, fake
     started = reproduce.run_sweep(sweep, jobs=2, threads=1, poll_seconds=0)
     assert started == [sweep.run_dir("standard,flowaug", 1)]
     (command,) = fake_training.commands
-    assert command[1] == str(reproduce.TRAIN_SCRIPT)
+    assert command[1] == str(reproduce.RECIPES["cifar"].script)
     assert command[2:] == ["--aug", "standard,flowaug", "--seed", "1", "--profile", "smoke",
                            "--out", str(sweep.run_dir("standard,flowaug", 1)), "--data-root", "DATA"]
     for method, seed in [("standard", 0), ("standard", 1), ("standard,flowaug", 0), ("standard,flowaug", 1)]:

@@ -21,7 +21,7 @@ class LateMasking(nn.Module):
             foreground by its share of foreground pixels (weight for "avg", > 0 for "max").
         logit_scale: divide the logits by this (the small CNN's airbench convention).
 
-    :meth:`from_small_cnn` wraps a ``flowaug.models`` "small" CNN, sharing its weights.
+    :meth:`from_classifier` wraps a ``flowaug.models`` classifier, sharing its weights.
     """
 
     def __init__(self, features: nn.Module, head: nn.Module, pool: str = "max", logit_scale: float = 1.0) -> None:
@@ -31,12 +31,17 @@ class LateMasking(nn.Module):
         self.features, self.head, self.pool, self.logit_scale = features, head, pool, logit_scale
 
     @classmethod
-    def from_small_cnn(cls, model: nn.Module) -> "LateMasking":
-        """Late masking around a "small" CNN: its layers up to the global max-pool, then its head."""
-        layers = list(model.features)
-        if not isinstance(layers[-2], nn.AdaptiveMaxPool2d):
-            raise ValueError("from_small_cnn expects flowaug's SmallCNN (features ending in a global max-pool)")
-        return cls(nn.Sequential(*layers[:-2]), model.head, "max", model.logit_scale)
+    def from_classifier(cls, model: nn.Module) -> "LateMasking":
+        """Late masking around a :mod:`flowaug.models` classifier ("small", "resnet18", ...): its
+        ``features`` up to the global pooling, the same kind of pooling (max or average) restricted
+        to the mask, then its ``head``."""
+        layers = list(getattr(model, "features", []))
+        pools = {nn.AdaptiveMaxPool2d: "max", nn.AdaptiveAvgPool2d: "avg"}
+        if len(layers) < 3 or type(layers[-2]) not in pools or not isinstance(layers[-1], nn.Flatten):
+            raise ValueError("from_classifier expects a flowaug.models classifier (features ending in a global "
+                             "pooling and a flatten, then a head)")
+        return cls(nn.Sequential(*layers[:-2]), model.head, pools[type(layers[-2])],
+                   getattr(model, "logit_scale", 1.0))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         check_mask(x, mask)

@@ -16,7 +16,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain a DecoupledFlow",
         description=__doc__.splitlines()[0] + ". Under torchrun, --batch-size is the global batch.")
-    p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | folder:PATH | npz:PATH")
+    p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | folder:PATH | npz:PATH | spurious | spurious:PATH")
     p.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
     p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | gpu-base")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, flow.pt, metrics.jsonl, samples/)")

@@ -7,12 +7,16 @@ Specs (``--dataset``):
 - ``folder:PATH``: an ImageFolder tree (``PATH/<class>/<image>``) or a flat folder of images,
   read with PIL, converted to RGB, resized (shorter side) and centre-cropped to ``image_size``.
 - ``npz:PATH``: a ``.npz`` with ``x_train`` uint8 (N,H,W,3) and optionally ``x_test``.
+- ``spurious`` / ``spurious:PATH``: the SpuriousBackgrounds benchmark's train split for training,
+  its val split for validation; generated with the defaults (rho 0.95, seed 0) or read from a file
+  written by ``flowaug make-spurious``.
 
 Sources without a test split hold out a seeded fraction of the images for validation.
 """
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -112,8 +116,8 @@ def _load_npz(path: str, data_root: str | os.PathLike | None, image_size: int,
     try:
         with np.load(file, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in ("x_train", "x_test") if key in npz.files}
-    except (OSError, ValueError) as error:
-        raise DataFormatError(f"cannot read {file} as .npz: {error}") from error
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataFormatError(f"cannot read {file} as .npz ({error}); is it truncated?") from error
     if "x_train" not in arrays:
         raise DataFormatError(f"{file} has no 'x_train' array (uint8 (N, H, W, 3)); "
                               f"'x_test' is optional")
@@ -125,12 +129,25 @@ def _load_npz(path: str, data_root: str | os.PathLike | None, image_size: int,
     return PretrainData(train, val, f"npz {file.name}")
 
 
+def _load_spurious(path: str, data_root: str | os.PathLike | None, image_size: int,
+                   val_fraction: float, seed: int) -> PretrainData:
+    from flowaug.data.spurious import SpuriousBackgrounds
+
+    if path:
+        train, val = (SpuriousBackgrounds.from_npz(Path(path).expanduser(), split) for split in ("train", "val"))
+    else:
+        train, val = (SpuriousBackgrounds(split, size=image_size) for split in ("train", "val"))
+    return PretrainData(fit_array(train.arrays.images, image_size, "spurious train"),
+                        fit_array(val.arrays.images, image_size, "spurious val"), train.description)
+
+
 # Spec kind -> loader(path_part, data_root, image_size, val_fraction, seed).
 SOURCES: dict[str, Callable[..., PretrainData]] = {
     "cifar10": _load_cifar("cifar10"),
     "cifar100": _load_cifar("cifar100"),
     "folder": _load_folder,
     "npz": _load_npz,
+    "spurious": _load_spurious,
 }
 PATH_SOURCES = ("folder", "npz")
 
@@ -144,7 +161,7 @@ def load_pretrain_data(spec: str, data_root: str | os.PathLike | None = None, im
     empty folder, unreadable file, wrong array shape).
     """
     kind, _, path = spec.partition(":")
-    if kind not in SOURCES or (kind in PATH_SOURCES) != bool(path):
+    if kind not in SOURCES or (kind in PATH_SOURCES and not path) or (kind in ("cifar10", "cifar100") and path):
         raise FlowaugError(f"unknown dataset spec {spec!r}; use one of cifar10, cifar100, "
-                           f"folder:PATH, npz:PATH")
+                           f"folder:PATH, npz:PATH, spurious, spurious:PATH")
     return SOURCES[kind](path, data_root, image_size, val_fraction, seed)
