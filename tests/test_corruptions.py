@@ -244,3 +244,42 @@ def test_equalize_hist_spreads_values_over_the_range():
         first = (image[b] == image[b].min()).sum()
         expected = np.rint((ranks[b] - first) * 255.0 / (1024 - first))
         np.testing.assert_array_equal(out[b], expected)
+
+
+ZOOM_BLUR_DIGEST = """
+import hashlib, sys
+import numpy as np
+from flowaug.data.corruptions import corrupt
+with np.load(sys.argv[1]) as data:
+    images = data["x_test"][:600]
+parts = [corrupt(images[i:i + int(sys.argv[2])], "zoom_blur", 5, np.random.default_rng(0))
+         for i in range(0, 600, int(sys.argv[2]))]
+print(hashlib.sha256(np.concatenate(parts).tobytes()).hexdigest())
+"""
+
+
+def test_zoom_blur_does_not_depend_on_blas_threads_or_batch_split(shared_file):
+    """make-cifar-c --workers N splits the images and runs BLAS with other thread counts: same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    path = shared_file("cifar10/cifar10_jpeg_q75.npz")
+    digests = set()
+    for threads, batch in (("1", "600"), ("2", "600"), ("2", "150")):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        result = subprocess.run([sys.executable, "-c", ZOOM_BLUR_DIGEST, str(path), batch], env=env,
+                                capture_output=True, text=True, check=True)
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1, digests
+
+
+def test_motion_blur_rounds_to_the_nearest_grey_level(test_images):
+    """The documented choice (README): round, not ImageMagick 6.9 Q16's truncation."""
+    from flowaug.data.corruptions.blur import motion_blur_uint8
+
+    angles = np.linspace(-45, 45, 8)
+    exact = motion_blur_float(test_images[:8].astype(np.float64), 10, 3, angles)
+    rounded = motion_blur_uint8(test_images[:8], 10, 3, angles)
+    assert np.array_equal(rounded, np.floor(exact + 0.5).astype(np.uint8))
+    assert (rounded != np.floor(exact).astype(np.uint8)).mean() > 0.3, "truncation would differ in many values"

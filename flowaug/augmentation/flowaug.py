@@ -240,8 +240,13 @@ class FlowAug(Augmentation):
         try:
             check_finite_unit_range(batch, "FlowAug input")
         except ValueError as error:
-            looks_0_255 = bool(torch.isfinite(batch).all()) and float(batch.amin()) >= 0 and float(batch.amax()) <= 255
-            hint = "the values look like 0..255: divide by 255" if looks_0_255 else "apply FlowAug before normalisation"
+            finite = bool(torch.isfinite(batch).all())
+            if not finite:
+                hint = "look for a division by zero or a broken file upstream"
+            elif float(batch.amin()) >= 0 and float(batch.amax()) <= 255:
+                hint = "the values look like 0..255: divide by 255"
+            else:
+                hint = "apply FlowAug before normalisation"
             raise ValueError(f"{error}; {hint}") from None
         return batch
 
