@@ -1,9 +1,11 @@
 """Atomic file writes and hashing: an interrupted write never leaves a half-written file."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,9 +86,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a partial file at ``path``."""
+    """``torch.save`` that never leaves a partial file at ``path``.
+
+    A failed write (torch reports a full disk as "PytorchStreamWriter failed writing file") becomes
+    an ``OSError`` that names the file and the free space left, with the old file intact."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:
+            if "write" not in str(error).lower():
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            raise OSError(errno.ENOSPC, f"could not write {path} ({free / 2**20:.0f} MiB free on its disk; "
+                                        f"the previous file, if any, is kept): {error}") from None
 
 
 def atomic_numpy_save(array: np.ndarray, path: str | os.PathLike) -> None:

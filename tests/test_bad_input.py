@@ -266,3 +266,20 @@ def test_the_latent_cache_never_serves_other_images(ctx):
 def test_an_empty_batch_comes_back_unchanged(ctx):
     empty = torch.zeros(0, 3, 32, 32)
     assert ctx.aug()(empty).shape == (0, 3, 32, 32)
+
+
+def test_a_full_disk_during_a_checkpoint_write_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
+    from flowaug.fileio import atomic_torch_save
+
+    target = tmp_path / "checkpoint.pt"
+    atomic_torch_save({"step": 1}, target)
+
+    def full_disk(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="could not write .*checkpoint.pt .*MiB free"):
+        atomic_torch_save({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target)["step"] == 1 and not list(tmp_path.glob(".*.tmp"))

@@ -109,3 +109,14 @@ def test_cli_missing_frost_dir_is_a_clear_error(shared_data, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "frost textures" in error and "hendrycks/robustness" in error and "--frost-dir" in error
     assert not (tmp_path / "c" / "frost.npy").exists()
+
+
+def test_a_folder_being_generated_is_claimed(shared_data, tmp_path, capsys):
+    from flowaug.fileio import claim_run_folder
+
+    out = tmp_path / "c"
+    with claim_run_folder(out):   # stands in for another make-cifar-c process writing into it
+        code = main(["make-cifar-c", "--data-root", str(shared_data), "--out", str(out), "--limit", "5",
+                     "--corruptions", "pixelate"])
+    assert code == 2 and "in use by another flowaug process" in capsys.readouterr().err
+    assert not (out / "pixelate.npy").exists()

@@ -37,7 +37,7 @@ from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
 from flowaug.data.corruptions import default_frost_dir, get_corruption, load_frost_textures
 from flowaug.data.paths import resolve_data_root
 from flowaug.errors import DataFormatError, FlowaugError
-from flowaug.fileio import atomic_numpy_save, atomic_write_text
+from flowaug.fileio import atomic_numpy_save, atomic_write_text, claim_run_folder
 
 BATCH_SIZE = 1000  # images per corruption call; fixed so results do not depend on the machine
 PARTIAL_DIR = ".partial"
@@ -220,15 +220,18 @@ def generate_from_test_split(
     frost_dir: str | os.PathLike | None = None,
 ) -> dict[str, str]:
     """:func:`generate_cifar_c` on the first ``limit`` (default: all) test images of ``dataset`` under
-    ``data_root``; frost textures from ``frost_dir`` (default ``<data root>/cifar_c_frost``)."""
+    ``data_root``; frost textures from ``frost_dir`` (default ``<data root>/cifar_c_frost``).
+    ``out_dir`` is claimed for the duration (:func:`flowaug.fileio.claim_run_folder`): a second
+    process writing into it stops at once with a clear error."""
     data = load_cifar(dataset, "test", data_root)
     if limit is not None and not 1 <= limit <= len(data.images):
         raise FlowaugError(f"--limit must be in 1..{len(data.images)}, got {limit}")
     count = len(data.images) if limit is None else limit
     frost_dir = frost_dir if frost_dir is not None else resolve_data_root(data_root) / "cifar_c_frost"
     print(f"make-cifar-c: {data.description}, {count} test images, seed {seed} -> {out_dir}")
-    return generate_cifar_c(data.images[:count], data.labels[:count], out_dir, corruptions, severities, seed,
-                            workers, frost_dir, source=f"{data.description}, first {count} test images")
+    with claim_run_folder(out_dir):
+        return generate_cifar_c(data.images[:count], data.labels[:count], out_dir, corruptions, severities, seed,
+                                workers, frost_dir, source=f"{data.description}, first {count} test images")
 
 
 def run(args: argparse.Namespace) -> int:
