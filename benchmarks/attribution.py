@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from common import REPO, command_line, environment, save_grid, write_json
+from flowaug.plots import save_labelled_grid
+from common import REPO, command_line, environment, write_json
 from flowaug import load_classifier
 from flowaug.attribution import SAMPLERS, background_reliance, centre_square, fido, region_auc, region_iou
 from flowaug.attribution.fido import make_infill, objective_term
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(report, args.out)
         rows = [("conflicting image", shown["images"]), ("foreground", shown["masks"].expand(-1, 3, -1, -1))]
         rows += [(f"SSR {m}", shown[m].expand(-1, 3, -1, -1)) for m in ("erm", "reference") if m in shown]
-        save_grid(rows, "FIDO SSR maps (simplified sampler, mean infill) on SpuriousBackgrounds test_shift conflicting "
+        save_labelled_grid(rows, "FIDO SSR maps (simplified sampler, mean infill) on SpuriousBackgrounds test_shift conflicting "
                   "images", args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)
     if "samplers" in parts:
         report["samplers"] = samplers_part(load_classifier(args.runs / "reference/seed0/model.pt").eval(),

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, save_grid, write_json
+from flowaug.plots import save_labelled_grid
+from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, write_json
 
 from flowaug.augmentation import FlowAug
 from flowaug.augmentation.baselines import GlobalRNGOp
@@ -210,7 +211,7 @@ def main() -> int:
     results += [run_baseline(name, images, labels, args.seed, judge, classifier) for name in BASELINES]
     print_table(results)
     grid_path = args.out.with_name(f"{args.out.stem}_swap_grid.png")
-    save_grid(swap_grid(flow, images, args), f"FlowAug swap, guard {args.guard:g}: {description}, flow {args.flow}",
+    save_labelled_grid(swap_grid(flow, images, args), f"FlowAug swap, guard {args.guard:g}: {description}, flow {args.flow}",
               grid_path, zoom=2)
     report = {
         "benchmark": "augment_quality", "data": description, "command": command_line(),

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
-from torch import Tensor
-from torchvision.utils import make_grid
 
 from flowaug.data import load_cifar
-from flowaug.fileio import atomic_path, atomic_write_text
+from flowaug.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
@@ -78,21 +75,6 @@ def json_safe(value: Any) -> Any:
 def write_json(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically write ``report`` as indented strict JSON."""
     atomic_write_text(json.dumps(json_safe(report), indent=2) + "\n", Path(path))
-
-
-def save_grid(rows: list[tuple[str, Tensor]], title: str, path: Path, zoom: float = 1.0) -> None:
-    """A labelled PNG: one row of images (k,3,S,S) in [0,1] per (label, images) pair, tiles ``zoom`` x larger."""
-    images = torch.cat([row for _, row in rows]).cpu()
-    k, size = rows[0][1].shape[0], images.shape[-1]
-    grid = make_grid(images, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    fig = Figure(figsize=(0.55 * zoom * k + 0.9, 0.55 * zoom * len(rows) + 0.4))
-    ax = fig.subplots()
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(rows))], [label for label, _ in rows], fontsize=7)
-    ax.set_title(title, fontsize=7)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
 def add_quality_args(parser: argparse.ArgumentParser) -> None:

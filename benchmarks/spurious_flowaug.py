@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from common import REPO, command_line, environment, save_grid, write_json
+from flowaug.plots import save_labelled_grid
+from common import REPO, command_line, environment, write_json
 from flowaug import FlowAug, load_classifier
 from flowaug.data.spurious import SpuriousBackgrounds, background_group
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     aug = FlowAug(args.flow, p=1.0, mode="swap", donor="balanced", generator=args.seed)
     output = aug(images[shown], labels[shown], groups=groups[shown])[0]
     first = slice(0, 16)
-    save_grid([("original", images[shown][first]), ("donor", images[shown][aug.last_params.donor][first]),
+    save_labelled_grid([("original", images[shown][first]), ("donor", images[shown][aug.last_params.donor][first]),
                ("swap", output[first])],
               f"FlowAug swap (donor policy balanced) on SpuriousBackgrounds test, flow {args.flow}",
               args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)

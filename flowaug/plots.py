@@ -1,4 +1,4 @@
-"""PNG figures of an evaluation report.
+"""PNG figures: an evaluation report's plots and labelled image grids.
 
 Uses matplotlib's object-oriented ``Figure`` API (rendered by Agg), never pyplot, so
 no display or global backend is involved.
@@ -82,3 +82,24 @@ def write_report_plots(report: dict[str, Any], out_dir: str | os.PathLike) -> li
             written.append(plot_corruption_bars(accuracies, title, out_dir / f"{name}_corruptions.png",
                                                 entry["summary"]["benchmark"]["mean"], extra=tuple(extra)))
     return written
+
+
+def save_labelled_grid(rows: Sequence[tuple[str, Any]], title: str, path: str | os.PathLike,
+                       zoom: float = 2.0) -> Path:
+    """A figure of image rows with a label on each: ``rows`` = (label, tensor (k,C,H,W) in [0,1]),
+    C = 3 or 1 (maps, shown grey), the same k and size in every row; tiles ``zoom`` x the default
+    size, drawn without smoothing so pixels stay visible."""
+    import torch
+    from torchvision.utils import make_grid
+
+    tiles = torch.cat([row.detach().float().cpu().expand(-1, 3, -1, -1) for _, row in rows])
+    k, size = rows[0][1].shape[0], tiles.shape[-1]
+    grid = make_grid(tiles, nrow=k, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    fig = Figure(figsize=(0.45 * zoom * k * size / 32 + 1.2, 0.45 * zoom * len(rows) * size / 32 + 0.5))
+    axes = fig.subplots()
+    axes.imshow(grid, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([2 + (size + 2) * i + size / 2 for i in range(len(rows))], [label for label, _ in rows],
+                    fontsize=8)
+    axes.set_title(title, fontsize=8)
+    return _save(fig, path)

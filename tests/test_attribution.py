@@ -137,4 +137,4 @@ def test_explain_command_names_a_bad_image_source(tmp_path, capsys):
     from flowaug.cli import main
 
     assert main(["explain", "--checkpoint", "cifar10-classifier", "--images", "imagenet", "--out", str(tmp_path)]) == 2
-    assert "unknown --images 'imagenet'" in capsys.readouterr().err
+    assert "unknown image source 'imagenet'" in capsys.readouterr().err

@@ -186,7 +186,7 @@ CLI = [
     ("grid a single image", ["grid", "--images", "1", "--data-root", "{shared}", "--out", "{folder}/g.png"],
      "images"),
     ("explain unknown image source", ["explain", "--checkpoint", "cifar10-classifier", "--images", "imagenet",
-                                      "--out", "{folder}/x"], "unknown --images"),
+                                      "--out", "{folder}/x"], "unknown image source"),
     ("explain zero images", ["explain", "--checkpoint", "cifar10-classifier", "--count", "0", "--out", "{folder}/x"],
      "must be >= 1"),
     ("make-cifar-c unknown corruption", ["make-cifar-c", "--out", "{folder}/c", "--corruptions", "rain"], "rain"),

@@ -88,8 +88,8 @@ def _load_cifar(name: str) -> Callable[..., PretrainData]:
     return load
 
 
-def _load_folder(path: str, data_root: str | os.PathLike | None, image_size: int,
-                 val_fraction: float, seed: int) -> PretrainData:
+def read_image_folder(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Every image file under ``path`` (recursively, sorted by path) as uint8 (N, S, S, 3), S = ``image_size``."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} does not exist or is not a directory")
@@ -104,8 +104,14 @@ def _load_folder(path: str, data_root: str | os.PathLike | None, image_size: int
                 images.append(fit_image(image, image_size))
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise DataFormatError(f"cannot read image {file}: {error}; remove or fix the file") from error
-    train, val = holdout_split(np.stack(images), val_fraction, seed)
-    return PretrainData(train, val, f"image folder {root} ({len(files)} images)")
+    return np.stack(images)
+
+
+def _load_folder(path: str, data_root: str | os.PathLike | None, image_size: int,
+                 val_fraction: float, seed: int) -> PretrainData:
+    images = read_image_folder(path, image_size)
+    train, val = holdout_split(images, val_fraction, seed)
+    return PretrainData(train, val, f"image folder {Path(path).expanduser()} ({len(images)} images)")
 
 
 def _load_npz(path: str, data_root: str | os.PathLike | None, image_size: int,
