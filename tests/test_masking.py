@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from flowaug.data import SpuriousBackgrounds
+from flowaug.errors import DataFormatError
 from flowaug.masking import FILLS, EarlyMasking, LateMasking, mask_background, mask_iou, train_mask_predictor
 from flowaug.models import build_classifier
 
@@ -98,3 +99,29 @@ def test_mask_iou_known_values():
     assert torch.allclose(mask_iou(a, b), torch.tensor([0.5, 0.0, 1.0]))
     with pytest.raises(ValueError, match="differ in shape"):
         mask_iou(a, b[:2])
+
+
+def test_an_image_folder_beside_a_mask_folder_trains_an_early_masked_model(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from flowaug.data.masked_folder import load_masked_folder
+    from flowaug.training import train_classifier
+
+    data = SpuriousBackgrounds("train", num_images=24, seed=2)
+    for i, (image, mask, label) in enumerate(zip(data.arrays.images, data.arrays.masks, data.arrays.labels)):
+        for root, array in (("images", image), ("masks", mask.astype(np.uint8) * 255)):
+            folder = tmp_path / root / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(folder / f"{i}.png")
+    loaded = load_masked_folder(tmp_path / "images", tmp_path / "masks")
+    assert loaded.images.shape == (24, 3, 32, 32) and loaded.masks.shape == (24, 1, 32, 32)
+    assert sorted(loaded.masks.sum((1, 2, 3)).tolist()) == sorted(data.arrays.masks.sum((1, 2)).tolist())
+    model = EarlyMasking(build_classifier("small", len(loaded.classes)))
+    history = train_classifier(model, loaded.images, loaded.labels, epochs=1, batch_size=8, masks=loaded.masks,
+                               progress=False)
+    assert len(history) == 1
+
+    (tmp_path / "masks" / f"class{data.arrays.labels[0]}" / "0.png").unlink()
+    with pytest.raises(DataFormatError, match="no mask for"):
+        load_masked_folder(tmp_path / "images", tmp_path / "masks")

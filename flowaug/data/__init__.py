@@ -13,9 +13,12 @@ from flowaug.data.cifar101 import CIFAR10_1
 from flowaug.data.cifar_b import CIFAR10B, CIFAR100B, NUM_SUBGROUPS, load_subgroups
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CIFARC, EXTRA_CORRUPTIONS
 from flowaug.data.paths import resolve_data_root
+from flowaug.data.masked_folder import MaskedImages, load_masked_folder
 from flowaug.data.spurious import SpuriousBackgrounds
 
 __all__ = [
+    "MaskedImages",
+    "load_masked_folder",
     "ALL_CORRUPTIONS",
     "ArrayDataset",
     "BENCHMARK_CORRUPTIONS",

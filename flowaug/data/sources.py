@@ -47,7 +47,7 @@ def load_image_sample(spec: str, count: int, seed: int = 0, data_root: str | os.
         images = torch.from_numpy(data.images[pick]).permute(0, 3, 1, 2).float() / 255.0
         return ImageSample(images, torch.from_numpy(data.labels[pick]), None, f"{data.description} test split")
     if kind == "folder" and rest:
-        from flowaug.pretraining.datasets import read_image_folder
+        from flowaug.data.image_files import read_image_folder
 
         folder = read_image_folder(rest, size)
         pick = torch.randperm(len(folder), generator=generator)[:count].numpy()
