@@ -1,6 +1,6 @@
 """Train a CIFAR classifier with FlowAug or a baseline augmentation, then evaluate its fairness and robustness.
 
-    python recipes/train_cifar.py --aug flowaug
+    python recipes/train_cifar.py --aug standard,flowaug            # the README's main job (profile quick)
     python recipes/train_cifar.py --aug standard,randaugment --profile cpu --seed 1 --out runs/cifar/ra-s1
     python recipes/train_cifar.py --aug standard,flowaug --profile smoke --flow runs/flow-cpu-small/checkpoint.pt
     torchrun --nproc_per_node=2 recipes/train_cifar.py --aug standard,flowaug --profile gpu   # DDP
@@ -12,8 +12,9 @@ how each draws per sample: :mod:`flowaug.augmentation.baselines`). The run folde
 report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C from the official
 files under the data root or ``--c-dir``, else generated first by ``flowaug make-cifar-c`` from the
 first ``--c-limit`` test images unless ``--no-make-c``; CIFAR-10.1 when present) plus
-the wall time split into data, augmentation, model and evaluation. ``FLOWAUG_THREADS`` sets
-torch's CPU threads (default: torch's choice).
+the wall time split into data, augmentation, model and evaluation; CIFAR-C files it generates go
+under ``--out`` too. ``FLOWAUG_THREADS`` sets torch's CPU threads (default: 1, printed at the start).
+One progress bar covers the whole training run, with an ETA smoothed over many steps.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
 from flowaug.seeding import seeded_generator
 from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
-    save_train_state, to_float_images, train_epoch
+    run_progress, save_train_state, to_float_images, train_epoch
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,19 @@ class Profile:
     c_limit: int | None        # images per CIFAR-C block (None: eval_limit)
     amp: bool
     channels_last: bool
+    flowaug_cache: bool = False  # encode the training set once; FlowAug then only decodes per step
     expect: str = ""           # printed with the results: what a healthy run of this profile looks like
 
 
+QUICK_EXPECT = "PENDING"
 PROFILES = {
     "smoke": Profile("small", epochs=2, batch_size=256, lr=0.2, train_images=4096, eval_limit=200,
                      c_limit=None, amp=False, channels_last=False,
                      expect="the smoke profile checks the pipeline, not the method: after 2 epochs on 4,096 images "
                             "expect roughly 20-35% clean accuracy, a worst group near 0% and a large MacroStd"),
+    "quick": Profile("small", epochs=5, batch_size=256, lr=0.2, train_images=None, eval_limit=None,
+                     c_limit=1000, amp=False, channels_last=False, flowaug_cache=True,
+                     expect=QUICK_EXPECT),
     "cpu": Profile("small", epochs=10, batch_size=256, lr=0.2, train_images=None, eval_limit=None,
                    c_limit=1000, amp=False, channels_last=False),
     "gpu": Profile("resnet18", epochs=40, batch_size=512, lr=0.2, train_images=None, eval_limit=None,
@@ -83,13 +89,17 @@ FLOW = "cifar10"           # registry name or checkpoint path of the pretrained 
 FLOWAUG_P = 0.5            # probability that an image is FlowAug-ed
 FLOWAUG_MODE = "swap"      # nuisance code of another image of the batch
 SEED = 0
+DEFAULT_THREADS = 1        # torch CPU threads unless FLOWAUG_THREADS says otherwise: on the 2-core development
+                           # machine one thread was 5x faster than torch's default of two (issue 15's A/B)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aug", default="standard,flowaug",
                         help="augmentation(s), comma-separated: see flowaug.augmentation.baselines")
-    parser.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES),
+                        help="quick: the README's main job, 5 epochs with the latent cache; cpu: the published CPU "
+                             "protocol, 10 epochs; gpu: ResNet-18, 40 epochs; smoke: a pipeline check")
     parser.add_argument("--model", choices=sorted(CLASSIFIERS), help="default: the profile's")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
     parser.add_argument("--data-root", help="data root (default: $FLOWAUG_DATA)")
@@ -103,9 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--aug-workers", type=non_negative_int, default=0,
                         help="processes for the per-image policies (randaugment, autoaugment, trivialaugment, "
                              "augmix); 0: in the training process")
-    parser.add_argument("--flowaug-cache", action="store_true",
+    parser.add_argument("--flowaug-cache", action=argparse.BooleanOptionalAction,
                         help="encode the training set once (float32 latent cache, 614 MB for CIFAR-10) so FlowAug "
-                             "only decodes per step; the same augmentation up to float rounding")
+                             "only decodes per step; the same augmentation up to float rounding (default: profile; "
+                             "ignored without flowaug in --aug)")
     parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
     parser.add_argument("--stop-after", type=positive_int, help="stop after this epoch (checkpointed; run the same command "
@@ -116,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                    "default: the official folder under the data root")
     parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
                         help="when the CIFAR-C folder has no files, generate them first with `flowaug make-cifar-c` "
-                             "(first --c-limit test images; default --c-dir runs/cifar-c/<dataset>-first<N>)")
+                             "(first --c-limit test images; default --c-dir <out>/cifar-c/<dataset>-first<N>)")
     parser.add_argument("--eval-limit", type=positive_int, help="evaluate the first N images of every set (default: profile)")
     parser.add_argument("--c-limit", type=positive_int,
                         help="first N images of every CIFAR-C corruption x severity block (default: profile, "
@@ -124,26 +135,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     args = parser.parse_args(argv)
     args.command = shlex.join(["recipes/train_cifar.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.flowaug_cache and "flowaug" not in args.aug.split(","):
+        parser.error(f"--flowaug-cache needs flowaug in --aug (got {args.aug!r})")
     profile = PROFILES[args.profile]
     for field, value in asdict(profile).items():
         if getattr(args, field, None) is None:
             setattr(args, field, value)
-    if args.flowaug_cache and "flowaug" not in args.aug.split(","):
-        parser.error(f"--flowaug-cache needs flowaug in --aug (got {args.aug!r})")
+    args.flowaug_cache = args.flowaug_cache and "flowaug" in args.aug.split(",")
     args.out = args.out or Path("runs/train_cifar") / args.profile / f"{args.aug.replace(',', '+')}-s{args.seed}"
     return args
 
 
 def cifar_c_folder(args: argparse.Namespace) -> Path | None:
     """The CIFAR-C folder to evaluate on: ``--c-dir``, else the official one under the data root, else
-    ``runs/cifar-c/<dataset>-first<N>``; generated now from the first N = ``--c-limit`` test images
+    ``<out>/cifar-c/<dataset>-first<N>`` (the run folder holds everything it makes); generated now from the first N = ``--c-limit`` test images
     when it holds no ``labels.npy`` and ``--make-c`` is on (about 33 s per 1,000 images on one CPU
     core, from benchmarks/results/cifar_c_speed.json); None when there is none."""
     official = cifar_c_dir(args.dataset, args.data_root)
     if args.c_dir is None and (official / "labels.npy").is_file():
         return official
     limit = args.c_limit or args.eval_limit
-    folder = args.c_dir or Path("runs/cifar-c") / f"{args.dataset}-{'all' if limit is None else f'first{limit}'}"
+    folder = args.c_dir or args.out / "cifar-c" / f"{args.dataset}-{'all' if limit is None else f'first{limit}'}"
     if not (folder / "labels.npy").is_file():
         if not args.make_c:
             return None
@@ -233,7 +245,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                       "device": str(device), "torch": str(torch.__version__),
                                       "host": platform.node()}, indent=2) + "\n", out / "config.json")
         print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
-              f"{world_size} process(es) on {device}, out {out}")
+              f"{args.epochs} epochs, {world_size} process(es) on {device} with {torch.get_num_threads()} CPU "
+              f"thread(s) (FLOWAUG_THREADS), out {out}")
     wants_c = args.eval_suites is None or any(SUITES[name].kind == "corruptions" for name in args.eval_suites)
     c_dir = cifar_c_folder(args) if is_main and wants_c else None  # before training: a failure costs nothing
     if is_main and args.eval_suites and wants_c and c_dir is None:
@@ -242,17 +255,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                    "pass --c-dir or drop --no-make-c")
 
     last_epoch = min(args.epochs, args.stop_after or args.epochs)
+    steps_per_epoch = len(x_all) // args.batch_size
+    overall = run_progress(args.epochs * steps_per_epoch, len(history) * steps_per_epoch, enabled=is_main)
     for epoch in range(len(history) + 1, last_epoch + 1):
         reseed(augment, args.seed, epoch, rank + 1)
+        overall.set_description(f"training, epoch {epoch}/{args.epochs} (evaluation follows)")
         record = train_epoch(net, optimizer, scheduler, x_all, y_all, batch_size=args.batch_size, augment=augment,
                              shuffle_generator=seeded_generator(device, args.seed, epoch),
                              memory_format=memory_format, amp=args.amp, label_smoothing=LABEL_SMOOTHING,
-                             rank=rank, world_size=world_size, desc=f"epoch {epoch}/{args.epochs}", progress=is_main)
+                             rank=rank, world_size=world_size, progress=is_main, overall=overall)
         history.append({"epoch": epoch, **record})
         if is_main:
             save_train_state(state_path, model, optimizer, scheduler, history, config)
             atomic_write_text("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in history[-1].items()))
+            overall.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in history[-1].items()))
+    overall.close()
     if world_size > 1:
         dist.barrier()
     if len(history) < args.epochs or not is_main:
@@ -289,7 +307,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    torch.set_num_threads(int(os.environ.get("FLOWAUG_THREADS", torch.get_num_threads())))
+    torch.set_num_threads(int(os.environ.get("FLOWAUG_THREADS", DEFAULT_THREADS)))
     args = parse_args(argv)
     try:
         if (args.out / "report.json").is_file():

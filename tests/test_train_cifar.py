@@ -141,12 +141,13 @@ def data_root_without_c(data_root, shared_file) -> Path:
     return data_root
 
 
-def test_missing_cifar_c_is_generated_before_training(recipe, data_root_without_c, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default folder is runs/cifar-c/<dataset>-first<N> under the working directory
+def test_missing_cifar_c_is_generated_inside_the_run_folder(recipe, data_root_without_c, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert run(recipe, data_root_without_c, out, "--aug", "none", "--c-limit", "8") == 0
-    generated = tmp_path / "runs" / "cifar-c" / "cifar10-first8"
+    generated = out / "cifar-c" / "cifar10-first8"
     assert (generated / "labels.npy").is_file() and (generated / "frost.npy").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p != data_root_without_c] == ["run"], "--out holds everything"
     corrupted = json.loads((out / "report.json").read_text())["suites"]["cifar10c"]
     assert corrupted["num_images_per_block"] == 8 and corrupted["summary"]["benchmark"]["complete"]
 

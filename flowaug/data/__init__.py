@@ -17,8 +17,6 @@ from flowaug.data.masked_folder import MaskedImages, load_masked_folder
 from flowaug.data.spurious import SpuriousBackgrounds
 
 __all__ = [
-    "MaskedImages",
-    "load_masked_folder",
     "ALL_CORRUPTIONS",
     "ArrayDataset",
     "BENCHMARK_CORRUPTIONS",
@@ -32,10 +30,12 @@ __all__ = [
     "CIFARC",
     "CifarArrays",
     "EXTRA_CORRUPTIONS",
+    "MaskedImages",
     "NUM_SUBGROUPS",
     "SpuriousBackgrounds",
     "load_cifar",
     "load_cifar_labels",
+    "load_masked_folder",
     "load_subgroups",
     "resolve_data_root",
     "to_float_chw",
