@@ -67,7 +67,9 @@ class Profile:
     expect: str = ""           # printed with the results: what a healthy run of this profile looks like
 
 
-QUICK_EXPECT = "PENDING"
+QUICK_EXPECT = ("measured once on the 2-core development CPU (seed 0, one other busy process, 17 minutes): clean "
+                "81.8%, CIFAR10-B MacroStd 4.82 and worst group 73.8%, CIFAR-10-C mean 69.4%; other seeds will "
+                "differ somewhat")
 PROFILES = {
     "smoke": Profile("small", epochs=2, batch_size=256, lr=0.2, train_images=4096, eval_limit=200,
                      c_limit=None, amp=False, channels_last=False,
@@ -217,6 +219,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     images, labels = train_set.images[:args.train_images], train_set.labels[:args.train_images]
     x_all, y_all = as_image_tensor(images, device), as_label_tensor(labels, len(images), device)
     num_classes = len(train_set.classes)
+    aug_names = parse_augmentations(args.aug)
+    if is_main:
+        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
+              f"{args.epochs} epochs, {world_size} process(es) on {device} with {torch.get_num_threads()} CPU "
+              f"thread(s) (FLOWAUG_THREADS), out {out}", flush=True)
     cache_images = to_float_images(x_all) if args.flowaug_cache else None  # FlowAug sees untouched images
     augment = build_augment(args.aug, AugmentContext(num_classes, args.flow, FLOWAUG_P, FLOWAUG_MODE, device,
                                                      args.aug_workers, cache_images))
@@ -230,7 +237,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     total_steps = args.epochs * (len(x_all) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, total_steps, WARMUP_FRACTION))
 
-    aug_names = parse_augmentations(args.aug)
     config = {"aug": aug_names, "model": args.model, "dataset": args.dataset, "data": train_set.description,
               "train_images": len(x_all), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last, "optimizer": OPTIMIZER,
@@ -244,9 +250,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         atomic_write_text(json.dumps({**config, "profile": args.profile, "command": args.command,
                                       "device": str(device), "torch": str(torch.__version__),
                                       "host": platform.node()}, indent=2) + "\n", out / "config.json")
-        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
-              f"{args.epochs} epochs, {world_size} process(es) on {device} with {torch.get_num_threads()} CPU "
-              f"thread(s) (FLOWAUG_THREADS), out {out}")
     wants_c = args.eval_suites is None or any(SUITES[name].kind == "corruptions" for name in args.eval_suites)
     c_dir = cifar_c_folder(args) if is_main and wants_c else None  # before training: a failure costs nothing
     if is_main and args.eval_suites and wants_c and c_dir is None:

@@ -73,7 +73,6 @@ def test_samplers_keep_a_pixel_with_its_probability(sampler):
 
 
 def test_samplers_agree_forward_and_the_simplified_gradient_survives_saturation():
-    u = torch.rand(1000, generator=torch.Generator().manual_seed(0))
     theta = torch.linspace(-6, 6, 1000)
     assert torch.allclose(sample_masks(theta, "concrete", 1, 0.5, torch.Generator().manual_seed(1)),
                           sample_masks(theta, "simplified", 1, 0.5, torch.Generator().manual_seed(1)), atol=1e-5)
@@ -84,7 +83,6 @@ def test_samplers_agree_forward_and_the_simplified_gradient_survives_saturation(
         sample_masks(far, sampler, 64, 10.0, torch.Generator().manual_seed(2)).sum().backward()
         grads[sampler] = far.grad.clone()
     assert torch.all(grads["concrete"] == 0) and torch.all(grads["simplified"] > 0)
-    assert u.numel() == 1000
 
 
 def test_scores_known_values():
