@@ -125,3 +125,21 @@ def test_an_image_folder_beside_a_mask_folder_trains_an_early_masked_model(tmp_p
     (tmp_path / "masks" / f"class{data.arrays.labels[0]}" / "0.png").unlink()
     with pytest.raises(DataFormatError, match="no mask for"):
         load_masked_folder(tmp_path / "images", tmp_path / "masks")
+
+
+@pytest.mark.parametrize("readout", ["gap", "cls"])
+def test_a_vit_with_a_mask_drops_background_patches(batch, readout):
+    from flowaug.models.vit import SmallViT
+
+    images, masks = batch
+    torch.manual_seed(0)
+    vit = SmallViT(10, readout).eval()
+    # Background-only change, outside every patch that holds a foreground pixel.
+    patches = torch.nn.functional.max_pool2d(masks, 4)
+    background_patches = torch.nn.functional.interpolate(patches, scale_factor=4) == 0
+    changed = torch.where(background_patches, images.roll(1, 0), images)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(changed, masks), vit(images, masks), atol=1e-5, rtol=0)
+        assert not torch.allclose(vit(changed), vit(images), atol=1e-3), "without a mask it sees the background"
+    with pytest.raises(ValueError, match="unknown readout"):
+        SmallViT(10, "mean")

@@ -49,6 +49,15 @@ def test_masking_runs_report_predicted_masks_beside_the_oracle(smoke_runs, metho
     assert 0 < predicted["mask_iou"] <= 1 and "aligned_accuracy" in predicted
 
 
+def test_a_vit_late_masking_run_trains_with_adamw(recipe, tmp_path):
+    out = tmp_path / "vit"
+    assert recipe.main(["--method", "late-masking", "--arch", "vit-cls", "--profile", "smoke", "--out", str(out),
+                        "--quiet"]) == 0
+    result = json.loads((out / "report.json").read_text())
+    assert result["settings"]["optimizer"] == "adam" and result["settings"]["arch"] == "vit-cls"
+    assert "test_shift_predicted_masks" in result["suites"] and (out / "model.pt").is_file()
+
+
 def test_a_finished_folder_is_left_alone(recipe, smoke_runs, capsys):
     before = (smoke_runs / "erm" / "seed0" / "report.json").read_text()
     assert recipe.main(["--method", "erm", "--profile", "smoke", "--out", str(smoke_runs / "erm" / "seed0")]) == 0

@@ -1,4 +1,4 @@
-"""CIFAR classifiers (a fast small CNN, a CIFAR ResNet-18, a WRN-28-10) and their checkpoints.
+"""CIFAR classifiers (a fast small CNN, a CIFAR ResNet-18, a WRN-28-10, a small ViT) and their checkpoints.
 
 Every classifier takes float images (B, 3, 32, 32) in [0, 1] on any device,
 normalises them internally with the CIFAR mean/std, and returns logits
@@ -180,7 +180,15 @@ CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "small-luma": lambda num_classes: SmallCNN(num_classes, colour_invariant=True),
     "resnet18": lambda num_classes: CifarResNet(num_classes),
     "wrn28_10": lambda num_classes: WideResNet(num_classes, depth=28, width=10),
+    "vit-gap": lambda num_classes: _vit(num_classes, "gap"),
+    "vit-cls": lambda num_classes: _vit(num_classes, "cls"),
 }
+
+
+def _vit(num_classes: int, readout: str) -> nn.Module:
+    from flowaug.models.vit import SmallViT
+
+    return SmallViT(num_classes, readout)
 
 
 def build_classifier(arch: str, num_classes: int) -> nn.Module:
