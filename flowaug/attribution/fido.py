@@ -111,20 +111,20 @@ def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr
     for name, value in (("steps", steps), ("masks_per_step", masks_per_step)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    _check_inputs(model, images, labels)
     fill = make_infill(infill, generator=generator)
     was_training = model.training
-    model.eval()
+    model.eval()   # before any forward pass: batch-norm statistics stay as they are
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    b, _, h, w = images.shape
-    theta = torch.zeros(b, 1, h, w, device=images.device, requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=lr)
-    repeated_x = images.repeat(masks_per_step, 1, 1, 1)
-    repeated_y = labels.repeat(masks_per_step)
     history = []
     try:
+        _check_inputs(model, images, labels)
+        b, _, h, w = images.shape
+        theta = torch.zeros(b, 1, h, w, device=images.device, requires_grad=True)
+        optimizer = torch.optim.Adam([theta], lr=lr)
+        repeated_x = images.repeat(masks_per_step, 1, 1, 1)
+        repeated_y = labels.repeat(masks_per_step)
         for _ in tqdm(range(steps), desc=f"FIDO {objective} ({sampler})", disable=not progress, leave=False):
             z = sample_masks(theta, sampler, masks_per_step, temperature, generator).flatten(0, 1)
             term = objective_term(model, repeated_x, repeated_y, z, objective, fill).view(masks_per_step, b).mean(0)

@@ -51,7 +51,7 @@ class _SimplifiedConcrete(torch.autograd.Function):
 
 def simplified_mask(theta: Tensor, u: Tensor, temperature: float) -> Tensor:
     """Simplified concrete dropout: theta as the log-odds, a closed-form stable gradient."""
-    return _SimplifiedConcrete.apply(theta, logistic_noise(u).expand_as(u), temperature)
+    return _SimplifiedConcrete.apply(theta, logistic_noise(u), temperature)
 
 
 def sample_masks(theta: Tensor, sampler: str, count: int, temperature: float,
