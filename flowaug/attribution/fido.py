@@ -86,7 +86,7 @@ def _check_inputs(model: nn.Module, images: Tensor, labels: Tensor) -> None:
 def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr", sampler: str = "simplified",
          generator: torch.Generator | None = None, *, steps: int = 100, masks_per_step: int = 4,
          lr: float = 0.1, l1: float = 3.0, tv: float = 3.0, temperature: float = 0.5,
-         infill: str | Infill = "blur", progress: bool = True) -> FidoResult:
+         infill: str | Infill = "mean", progress: bool = True) -> FidoResult:
     """FIDO maps of ``model`` for ``images`` (B,C,H,W) in [0,1] and their ``labels`` (B,), batched.
 
     Args:
@@ -99,8 +99,9 @@ def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr
         masks_per_step: masks sampled per image and step (the classifier sees B x this many).
         l1, tv: weights of the map's mean and total variation.
         temperature: of the relaxed Bernoulli (smaller = closer to binary masks).
-        infill: "blur" (default: keeps colour, removes detail, stays near natural images), "mean",
-            "zero", "noise" or a callable ``(x, keep) -> x_filled`` (keep (N,1,H,W) in [0,1]).
+        infill: "mean" (default: removes colour and detail, so a colour shortcut shows in the
+            map), "blur" (keeps colour, removes detail: FIDO's choice for natural images), "zero",
+            "noise" or a callable ``(x, keep) -> x_filled`` (keep (N,1,H,W) in [0,1]).
 
     Runs on the images' device; a progress bar counts the steps.
     """
