@@ -36,3 +36,10 @@ def test_ci_runs_the_readme_install_and_test_commands():
     assert "recipes/train_cifar.py" in install_and_main and "--flow" not in install_and_main, \
         "the main job trains with the shipped flow (the default)"
     assert test_command in ci_lines
+
+
+def test_spurious_backgrounds_example_runs():
+    namespace: dict = {}
+    exec(compile(readme_example("A controlled background shortcut: SpuriousBackgrounds, masking and FlowAug"),
+                 "README.md", "exec"), namespace)
+    assert len(namespace["train"]) == 20000 and namespace["masks"].shape == (5000, 1, 32, 32)
