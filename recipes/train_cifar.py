@@ -67,7 +67,7 @@ class Profile:
     expect: str = ""           # printed with the results: what a healthy run of this profile looks like
 
 
-QUICK_EXPECT = ("measured once on the 2-core development CPU (seed 0, one other busy process, 17 minutes): clean "
+QUICK_EXPECT = ("measured on the 2-core development CPU (seed 0; 16 minutes alone, 17 beside one busy process): clean "
                 "81.8%, CIFAR10-B MacroStd 4.82 and worst group 73.8%, CIFAR-10-C mean 69.4%; other seeds will "
                 "differ somewhat")
 PROFILES = {
