@@ -67,9 +67,9 @@ class Profile:
     expect: str = ""           # printed with the results: what a healthy run of this profile looks like
 
 
-QUICK_EXPECT = ("measured on the 2-core development CPU (seed 0; 16 minutes alone, 17 beside one busy process): clean "
-                "81.8%, CIFAR10-B MacroStd 4.82 and worst group 73.8%, CIFAR-10-C mean 69.4%; other seeds will "
-                "differ somewhat")
+QUICK_EXPECT = ("measured on the 2-core development CPU (seed 0; 16 minutes alone, 17 beside one busy "
+                "process): clean 81.8%, CIFAR10-B MacroStd 4.82 and worst group 73.8%, CIFAR-10-C mean 69.4%; "
+                "other seeds will differ somewhat")
 PROFILES = {
     "smoke": Profile("small", epochs=2, batch_size=256, lr=0.2, train_images=4096, eval_limit=200,
                      c_limit=None, amp=False, channels_last=False,
