@@ -44,6 +44,7 @@ from flowaug import load_classifier
 from flowaug.attribution import SAMPLERS, background_reliance, centre_square, fido, region_auc, region_iou
 from flowaug.attribution.fido import make_infill, objective_term
 from flowaug.attribution.samplers import sample_masks
+from flowaug.data.base import to_float_chw
 from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.pretrained import load_model
 
@@ -139,7 +140,7 @@ def cifar_part(data_root: str, count: int, steps: int, seed: int) -> dict[str, A
     data = CIFAR10B(data_root)
     model = load_model("cifar10-classifier", kind="classifier").eval()
     pick = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:count]
-    images = torch.from_numpy(data.images[pick.numpy()]).permute(0, 3, 1, 2).float() / 255.0
+    images = to_float_chw(data.images[pick.numpy()])
     subgroups = torch.from_numpy(data.subgroups[pick.numpy()])
     result = fido(model, images, predicted(model, images), sampler="simplified",
                   generator=torch.Generator().manual_seed(seed), steps=steps, masks_per_step=4, progress=False,
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(report, args.out)
         rows = [("conflicting image", shown["images"]), ("foreground", shown["masks"].expand(-1, 3, -1, -1))]
         rows += [(f"SSR {m}", shown[m].expand(-1, 3, -1, -1)) for m in ("erm", "reference") if m in shown]
-        save_labelled_grid(rows, "FIDO SSR maps (simplified sampler, mean infill) on SpuriousBackgrounds test_shift conflicting "
-                  "images", args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)
+        save_labelled_grid(rows, "FIDO SSR maps (simplified sampler, mean infill) on SpuriousBackgrounds "
+                           "test_shift conflicting images", args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)
     if "samplers" in parts:
         report["samplers"] = samplers_part(load_classifier(args.runs / "reference/seed0/model.pt").eval(),
                                            args.sampler_images, args.steps, args.seed)

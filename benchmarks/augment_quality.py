@@ -211,8 +211,8 @@ def main() -> int:
     results += [run_baseline(name, images, labels, args.seed, judge, classifier) for name in BASELINES]
     print_table(results)
     grid_path = args.out.with_name(f"{args.out.stem}_swap_grid.png")
-    save_labelled_grid(swap_grid(flow, images, args), f"FlowAug swap, guard {args.guard:g}: {description}, flow {args.flow}",
-              grid_path, zoom=2)
+    save_labelled_grid(swap_grid(flow, images, args),
+                       f"FlowAug swap, guard {args.guard:g}: {description}, flow {args.flow}", grid_path, zoom=2)
     report = {
         "benchmark": "augment_quality", "data": description, "command": command_line(),
         "images": args.images, "batch_size": args.batch_size, "seed": args.seed, "mix_range": args.mix_range,

@@ -60,8 +60,9 @@ def judge_accuracy(judge: torch.nn.Module, images: Tensor, labels: Tensor) -> fl
     return float((predictions == labels).float().mean())
 
 
-def measure(aug: FlowAug, judge: torch.nn.Module, split: SpuriousBackgrounds, batch_size: int) -> dict[str, Any]:
-    images, labels, groups, masks = split.tensors()
+def measure(aug: FlowAug, judge: torch.nn.Module, tensors: tuple[Tensor, ...], batch_size: int) -> dict[str, Any]:
+    """The measures above for ``tensors`` = (images, labels, groups, masks) of the test split."""
+    images, labels, groups, masks = tensors
     output, donor, changed = swap_all(aug, images, labels, groups, batch_size)
     after = background_group(output, masks)
     foreground = masks.expand_as(images).bool()
@@ -98,22 +99,23 @@ def main(argv: list[str] | None = None) -> int:
         "flow": args.flow, "judge": args.judge, "policies": {},
         "environment": environment(torch.device("cpu"), load_start),
     }
+    tensors = split.tensors()
     for policy in POLICIES:
         aug = FlowAug(args.flow, p=1.0, mode="swap", donor=policy, generator=args.seed)
-        report["policies"][policy] = measure(aug, judge, split, args.batch_size)
+        report["policies"][policy] = measure(aug, judge, tensors, args.batch_size)
         report["guard_bits"] = aug.guard
         print(policy, {k: round(v, 3) for k, v in report["policies"][policy].items()}, flush=True)
     write_json(report, args.out)
 
-    images, labels, groups, _ = split.tensors()
+    images, labels, groups, _ = tensors
     shown = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.batch_size]
     aug = FlowAug(args.flow, p=1.0, mode="swap", donor="balanced", generator=args.seed)
     output = aug(images[shown], labels[shown], groups=groups[shown])[0]
     first = slice(0, 16)
     save_labelled_grid([("original", images[shown][first]), ("donor", images[shown][aug.last_params.donor][first]),
-               ("swap", output[first])],
-              f"FlowAug swap (donor policy balanced) on SpuriousBackgrounds test, flow {args.flow}",
-              args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)
+                        ("swap", output[first])],
+                       f"FlowAug swap (donor policy balanced) on SpuriousBackgrounds test, flow {args.flow}",
+                       args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)
     print(f"wrote {args.out}")
     return 0
 

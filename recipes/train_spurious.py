@@ -121,10 +121,10 @@ def build_augment(method: Method, flow: str, images: torch.Tensor, seed: int) ->
 
 
 @torch.no_grad()
-def score(model: nn.Module, split: SpuriousBackgrounds, masks: torch.Tensor | None,
-          batch_size: int = 500) -> dict[str, Any]:
-    """spurious_metrics of ``model`` on ``split`` (masking models get ``masks``, (N,1,H,W))."""
-    images, labels, groups, _ = split.tensors()
+def score(model: nn.Module, split: SpuriousBackgrounds, tensors: tuple[torch.Tensor, ...],
+          masks: torch.Tensor | None, batch_size: int = 500) -> dict[str, Any]:
+    """spurious_metrics of ``model`` on ``split`` (its ``tensors()``; masking models get ``masks``, (N,1,H,W))."""
+    images, labels, groups, _ = tensors
     model.eval()
     predictions = torch.cat([
         model(images[i:i + batch_size], *(() if masks is None else (masks[i:i + batch_size],))).argmax(1)
@@ -155,16 +155,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
 
     results: dict[str, Any] = {}
+    test_tensors = {name: split.tensors() for name, split in tests.items()}
     for name, split in tests.items():
-        exact = split.tensors()[3] if method.masking else None
-        results[name] = score(model, split, exact)
+        exact = test_tensors[name][3] if method.masking else None
+        results[name] = score(model, split, test_tensors[name], exact)
     if method.masking:
         predictor = train_mask_predictor(images, masks, epochs=MASK_PREDICTOR_EPOCHS, seed=args.seed,
                                          progress=not args.quiet)
-        shifted_images, *_, shifted_masks = tests["test_shift"].tensors()
+        shifted_images, *_, shifted_masks = test_tensors["test_shift"]
         predicted = predictor.predict(shifted_images)
-        results["test_shift_predicted_masks"] = {**score(model, tests["test_shift"], predicted),
-                                                 "mask_iou": float(mask_iou(predicted, shifted_masks).mean())}
+        results["test_shift_predicted_masks"] = {
+            **score(model, tests["test_shift"], test_tensors["test_shift"], predicted),
+            "mask_iou": float(mask_iou(predicted, shifted_masks).mean())}
     report = {
         "recipe": "train_spurious", "method": args.method, "seed": args.seed, "profile": args.profile,
         "settings": {**asdict(profile), **asdict(method), "optimizer": optimizer, "lr": lr,

@@ -118,7 +118,7 @@ def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    history = []
+    steps_seen = []   # per step: (loss, classifier, l1, tv) means, kept on the device until the end
     try:
         _check_inputs(model, images, labels)
         b, _, h, w = images.shape
@@ -135,12 +135,12 @@ def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
-            history.append({"loss": loss.mean().item(), "classifier": term.mean().item(),
-                            "l1": size.mean().item(), "tv": smooth.mean().item()})
+            steps_seen.append(torch.stack([loss.mean(), term.mean(), size.mean(), smooth.mean()]).detach())
     finally:
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
+    history = [dict(zip(("loss", "classifier", "l1", "tv"), values)) for values in torch.stack(steps_seen).tolist()]
     return FidoResult(torch.sigmoid(theta).detach(), history)
 
 

@@ -6,7 +6,7 @@ import torch
 from scipy.stats import rankdata
 from torch import Tensor
 
-from flowaug.masking.early import check_mask
+from flowaug.masking import check_mask, mask_iou
 
 
 def background_reliance(maps: Tensor, foreground: Tensor) -> Tensor:
@@ -32,9 +32,7 @@ def centre_square(size: int, border: int, device: torch.device | str = "cpu") ->
 def region_iou(maps: Tensor, foreground: Tensor, threshold: float = 0.5) -> Tensor:
     """IoU (B,) of the region ``maps > threshold`` with the foreground (1 where both are empty)."""
     check_mask(maps, foreground)
-    region, truth = maps.flatten(1) > threshold, foreground.flatten(1) > 0.5
-    union = (region | truth).sum(1)
-    return torch.where(union > 0, (region & truth).sum(1) / union.clamp_min(1), torch.ones_like(union, dtype=torch.float))
+    return mask_iou((maps > threshold).to(maps.dtype), foreground)
 
 
 def region_auc(maps: Tensor, foreground: Tensor) -> Tensor:

@@ -13,13 +13,15 @@ from flowaug.errors import DataFormatError, DatasetNotFoundError
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
 
-def fit_image(image: Image.Image, size: int) -> np.ndarray:
-    """RGB uint8 (size, size, 3): resize the shorter side of ``image`` to ``size`` (bicubic), centre-crop."""
-    image = image.convert("RGB")
+def fit_image(image: Image.Image, size: int, mode: str = "RGB",
+              resample: Image.Resampling = Image.Resampling.BICUBIC) -> np.ndarray:
+    """uint8 (size, size[, channels]) of ``image`` converted to ``mode``: the shorter side resized to
+    ``size`` with ``resample``, then centre-cropped (masks: mode "L", NEAREST, so they stay binary)."""
+    image = image.convert(mode)
     scale = size / min(image.size)
     width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
     if (width, height) != image.size:
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
+        image = image.resize((width, height), resample)
     left, top = (width - size) // 2, (height - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from flowaug.errors import DataFormatError, DatasetNotFoundError
+from flowaug.data.base import to_float_chw
 from flowaug.data.image_files import IMAGE_EXTENSIONS, fit_image
 
 
@@ -29,15 +30,6 @@ class MaskedImages:
     labels: Tensor
     masks: Tensor
     classes: tuple[str, ...]
-
-
-def _fit_mask(mask: Image.Image, size: int) -> np.ndarray:
-    mask = mask.convert("L")
-    scale = size / min(mask.size)
-    width, height = max(size, round(mask.width * scale)), max(size, round(mask.height * scale))
-    mask = mask.resize((width, height), Image.Resampling.NEAREST)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(mask.crop((left, top, left + size, top + size))) > 127
 
 
 def load_masked_folder(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, size: int = 32) -> MaskedImages:
@@ -62,11 +54,11 @@ def load_masked_folder(images_dir: str | os.PathLike, masks_dir: str | os.PathLi
             try:
                 with Image.open(file) as image, Image.open(mask_file) as mask:
                     images.append(fit_image(image, size))
-                    masks.append(_fit_mask(mask, size))
+                    masks.append(fit_image(mask, size, "L", Image.Resampling.NEAREST) > 127)
             except (UnidentifiedImageError, OSError) as error:
                 raise DataFormatError(f"cannot read {file} or its mask {mask_file}: {error}") from error
             labels.append(label)
     if not images:
         raise DataFormatError(f"{images_dir} holds no images under its class folders")
-    return MaskedImages(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0,
+    return MaskedImages(to_float_chw(np.stack(images)),
                         torch.tensor(labels), torch.from_numpy(np.stack(masks))[:, None].float(), classes)

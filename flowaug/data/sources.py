@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowaug.data.base import to_float_chw
 from flowaug.errors import FlowaugError
 
 
@@ -44,13 +45,13 @@ def load_image_sample(spec: str, count: int, seed: int = 0, data_root: str | os.
 
         data = load_cifar(kind, "test", data_root)
         pick = torch.randperm(len(data.labels), generator=generator)[:count].numpy()
-        images = torch.from_numpy(data.images[pick]).permute(0, 3, 1, 2).float() / 255.0
-        return ImageSample(images, torch.from_numpy(data.labels[pick]), None, f"{data.description} test split")
+        return ImageSample(to_float_chw(data.images[pick]), torch.from_numpy(data.labels[pick]), None,
+                           f"{data.description} test split")
     if kind == "folder" and rest:
         from flowaug.data.image_files import read_image_folder
 
         folder = read_image_folder(rest, size)
         pick = torch.randperm(len(folder), generator=generator)[:count].numpy()
-        images = torch.from_numpy(folder[pick]).permute(0, 3, 1, 2).float() / 255.0
-        return ImageSample(images, None, None, f"image folder {rest} ({len(folder)} images, {size}x{size})")
+        return ImageSample(to_float_chw(folder[pick]), None, None,
+                           f"image folder {rest} ({len(folder)} images, {size}x{size})")
     raise FlowaugError(f"unknown image source {spec!r}; use cifar10, cifar100, spurious, spurious:SPLIT or folder:PATH")

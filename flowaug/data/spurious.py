@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from flowaug.data.base import to_float_chw
 from flowaug.errors import DataFormatError, DatasetNotFoundError
 from flowaug.fileio import atomic_path
 from flowaug.seeding import seeded_generator
@@ -193,13 +194,13 @@ class SpuriousBackgrounds(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         a = self.arrays
-        image = torch.from_numpy(a.images[index]).permute(2, 0, 1).float() / 255.0
+        image = to_float_chw(a.images[index])
         return image, int(a.labels[index]), int(a.groups[index]), torch.from_numpy(a.masks[index])[None].float()
 
     def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         """The split as (images float (N,3,S,S), labels (N,), groups (N,), masks float (N,1,S,S)) on ``device``."""
         a = self.arrays
-        images = torch.from_numpy(a.images).to(device).permute(0, 3, 1, 2).float() / 255.0
+        images = to_float_chw(torch.from_numpy(a.images).to(device))
         return (images, torch.from_numpy(a.labels).to(device), torch.from_numpy(a.groups).to(device),
                 torch.from_numpy(a.masks).to(device)[:, None].float())
 
