@@ -8,7 +8,9 @@
 The config (JSON) names the sweep, the recipe (:data:`RECIPES`: ``cifar`` = train_cifar.py, the
 default; ``spurious`` = train_spurious.py), the profile, the methods (the recipe's ``--aug`` or
 ``--method`` values), the seeds, the runs folder, the results folder and extra arguments passed to
-every run (e.g. ``--data-root``).
+every run (e.g. ``--data-root``). ``variants`` gives a row of its own to a method run with further
+arguments, e.g. FlowAug with another flow: ``"methods": [..., "flowaug-v2"], "variants": {"flowaug-v2":
+{"method": "standard,flowaug", "args": ["--flow", "cifar10-v2"]}}``.
 Each run lives in ``<runs_dir>/<method>/seed<k>`` (git-ignored). As soon as a run finishes, its
 ``report.json`` is copied to ``<results_dir>/<name>/<method>-s<seed>.json`` (committed), so a long
 sweep can be continued on another machine: a run with a published report is skipped, an
@@ -138,6 +140,7 @@ class Sweep:
     results_dir: Path = Path("benchmarks/results")
     extra_args: list[str] = field(default_factory=list)
     recipe: str = "cifar"
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> {"method": ..., "args": [...]}
 
     @classmethod
     def from_json(cls, path: Path) -> Sweep:
@@ -147,12 +150,22 @@ class Sweep:
             raise ValueError(f"{path}: unknown sweep keys {sorted(unknown)}; allowed: {list(cls.__dataclass_fields__)}")
         if raw.get("recipe", cls.recipe) not in RECIPES:
             raise ValueError(f"{path}: unknown recipe {raw['recipe']!r}; choose one of {', '.join(RECIPES)}")
+        for name, variant in raw.get("variants", {}).items():
+            if name not in raw.get("methods", []) or not isinstance(variant, dict) or set(variant) != {"method", "args"} \
+                    or not isinstance(variant["method"], str) or not isinstance(variant["args"], list):
+                raise ValueError(f"{path}: variant {name!r} must be one of the methods and map to "
+                                 '{"method": "<the recipe\'s method>", "args": [...]}')
         return cls(**{**raw, "runs_dir": Path(raw["runs_dir"]),
                       "results_dir": Path(raw.get("results_dir", cls.results_dir))})
 
     @property
     def spec(self) -> Recipe:
         return RECIPES[self.recipe]
+
+    def command_args(self, method: str) -> list[str]:
+        """The recipe's arguments that choose the method of row ``method`` (its variant's when it has one)."""
+        variant = self.variants.get(method, {"method": method, "args": []})
+        return [self.spec.method_flag, variant["method"], *variant["args"]]
 
     def run_dir(self, method: str, seed: int) -> Path:
         return self.runs_dir / method.replace(",", "+") / f"seed{seed}"
@@ -195,7 +208,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
         while pending and len(running) < jobs:
             method, seed = pending.pop(0)
             out = sweep.run_dir(method, seed)
-            command = [sys.executable, str(sweep.spec.script), sweep.spec.method_flag, method, "--seed", str(seed),
+            command = [sys.executable, str(sweep.spec.script), *sweep.command_args(method), "--seed", str(seed),
                        "--profile", sweep.profile, "--out", str(out), *sweep.extra_args, *train_args]
             print(" ".join(command), flush=True)
             log = None

@@ -33,10 +33,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from flowaug.arguments import non_negative_int, positive_int
-from flowaug.augmentation import reseed
+from flowaug.augmentation import FlowAug, reseed
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
@@ -208,6 +209,14 @@ def join_process_group(device: str | None) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world_size, torch_device
 
 
+def flowaug_counts(augment: nn.Module) -> dict[str, int]:
+    """FlowAug's counters summed over its instances in ``augment`` (images changed, rejected by the
+    guard, non-finite fallbacks); empty without FlowAug."""
+    instances = [module for module in augment.modules() if isinstance(module, FlowAug)]
+    return {f"flowaug_{name}": sum(getattr(module, name) for module in instances)
+            for name in ("augmented_count", "rejected_count", "fallback_count")} if instances else {}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train, checkpoint every epoch, evaluate; returns the report (rank 0) or {} (other ranks)."""
     started = time.perf_counter()
@@ -263,11 +272,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     for epoch in range(len(history) + 1, last_epoch + 1):
         reseed(augment, args.seed, epoch, rank + 1)
         overall.set_description(f"training, epoch {epoch}/{args.epochs} (evaluation follows)")
+        counts_before = flowaug_counts(augment)
         record = train_epoch(net, optimizer, scheduler, x_all, y_all, batch_size=args.batch_size, augment=augment,
                              shuffle_generator=seeded_generator(device, args.seed, epoch),
                              memory_format=memory_format, amp=args.amp, label_smoothing=LABEL_SMOOTHING,
                              rank=rank, world_size=world_size, progress=is_main, overall=overall)
-        history.append({"epoch": epoch, **record})
+        counts = {name: count - counts_before[name] for name, count in flowaug_counts(augment).items()}
+        history.append({"epoch": epoch, **record, **counts})
         if is_main:
             save_train_state(state_path, model, optimizer, scheduler, history, config)
             atomic_write_text("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
@@ -300,6 +311,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                           f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
                           "cpu_threads": torch.get_num_threads(), "torch": str(torch.__version__)}
     report["final_epoch"] = history[-1]
+    report["flowaug_counts"] = {name: sum(r[name] for r in history) for name in history[-1] if name.startswith("flowaug_")}
     atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
     for name, entry in report["suites"].items():
         print(f"{name}: {headline(entry)}  [{entry['description']}]")

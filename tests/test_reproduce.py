@@ -125,6 +125,30 @@ def test_a_failed_run_is_named_after_the_others_finish(reproduce, sweep, fake_tr
     assert not sweep.published_report("standard", 0).is_file()
 
 
+def test_a_variant_is_its_own_row_run_with_its_arguments(reproduce, tmp_path, fake_training):
+    config = {"name": "toy", "profile": "smoke", "methods": ["standard,flowaug", "flowaug-v2"], "seeds": [0],
+              "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"),
+              "variants": {"flowaug-v2": {"method": "standard,flowaug", "args": ["--flow", "cifar10-v2"]}}}
+    (tmp_path / "sweep.json").write_text(json.dumps(config))
+    sweep = reproduce.Sweep.from_json(tmp_path / "sweep.json")
+    reproduce.run_sweep(sweep, poll_seconds=0)
+    plain, variant = fake_training.commands
+    assert plain[2:4] == ["--aug", "standard,flowaug"] and "--flow" not in plain
+    assert variant[2:6] == ["--aug", "standard,flowaug", "--flow", "cifar10-v2"]
+    assert variant[variant.index("--out") + 1] == str(tmp_path / "runs" / "flowaug-v2" / "seed0")
+    assert set(reproduce.publish(sweep)["methods"]) == {"standard,flowaug", "flowaug-v2"}
+
+
+@pytest.mark.parametrize("variants", [{"other": {"method": "standard", "args": []}},
+                                      {"flowaug-v2": {"method": "standard,flowaug"}},
+                                      {"flowaug-v2": {"method": "standard,flowaug", "args": "--flow x"}}])
+def test_a_bad_variant_is_named(reproduce, tmp_path, variants):
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "profile": "cpu", "methods": ["flowaug-v2"],
+                                                   "seeds": [0], "runs_dir": "r", "variants": variants}))
+    with pytest.raises(ValueError, match="variant '(other|flowaug-v2)' must be one of the methods"):
+        reproduce.Sweep.from_json(tmp_path / "bad.json")
+
+
 def test_unknown_config_keys_are_rejected(reproduce, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "profile": "cpu", "methods": [], "seeds": [],
                                                    "runs_dir": "r", "epochs": 3}))

@@ -84,6 +84,12 @@ def test_flowaug_alone_runs_with_the_shipped_flow_by_default(recipe, data_root, 
     config = json.loads((out / "config.json").read_text())
     assert config["aug"] == ["flowaug"] and config["flow"] == "cifar10"
     assert json.loads((out / "report.json").read_text())["timing"]["augment_seconds"] > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for record in records:  # FlowAug's counters per epoch: p = 0.5 of 64 images, the guard on
+        assert 10 <= record["flowaug_augmented_count"] + record["flowaug_rejected_count"] <= 54
+        assert record["flowaug_fallback_count"] == 0
+    totals = json.loads((out / "report.json").read_text())["flowaug_counts"]
+    assert totals["flowaug_augmented_count"] == sum(r["flowaug_augmented_count"] for r in records)
 
 
 def test_flowaug_cache_matches_encoding_every_batch(recipe, data_root, tiny_flow_path, tmp_path):
