@@ -211,7 +211,7 @@ def join_process_group(device: str | None) -> tuple[int, int, torch.device]:
 
 def flowaug_counts(augment: nn.Module) -> dict[str, int]:
     """FlowAug's counters summed over its instances in ``augment`` (images changed, rejected by the
-    guard, non-finite fallbacks); empty without FlowAug."""
+    guard, non-finite fallbacks) of this process (under DDP: rank 0's share); empty without FlowAug."""
     instances = [module for module in augment.modules() if isinstance(module, FlowAug)]
     return {f"flowaug_{name}": sum(getattr(module, name) for module in instances)
             for name in ("augmented_count", "rejected_count", "fallback_count")} if instances else {}
@@ -311,7 +311,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                           f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
                           "cpu_threads": torch.get_num_threads(), "torch": str(torch.__version__)}
     report["final_epoch"] = history[-1]
-    report["flowaug_counts"] = {name: sum(r[name] for r in history) for name in history[-1] if name.startswith("flowaug_")}
+    report["flowaug_counts"] = {name: sum(r.get(name, 0) for r in history) for name in history[-1] if name.startswith("flowaug_")}
     atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
     for name, entry in report["suites"].items():
         print(f"{name}: {headline(entry)}  [{entry['description']}]")
