@@ -341,10 +341,17 @@ def test_cli_trains_refuses_to_overwrite_and_resumes(tmp_path: Path, npz: Path, 
     assert "ema: checkpoint 0.9" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("warmup, expected", [(0, [1.0, 1.0, 1.0]), (4, [0.0, 0.5, 1.0])])
-def test_kl_weight_ramps_linearly_over_warmup(warmup, expected):
-    cfg = PretrainConfig(dataset="cifar10", out="unused", kl_warmup_steps=warmup)
+@pytest.mark.parametrize("warmup, beta, expected", [(0, 1.0, [1.0, 1.0, 1.0]), (4, 1.0, [0.0, 0.5, 1.0]),
+                                                    (4, 4.0, [0.0, 2.0, 4.0])])
+def test_kl_weight_ramps_linearly_over_warmup_to_beta(warmup, beta, expected):
+    cfg = PretrainConfig(dataset="cifar10", out="unused", kl_warmup_steps=warmup, kl_weight=beta)
     assert [kl_weight_at(step, cfg) for step in (0, 2, 10)] == expected
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.0, float("nan")])
+def test_a_kl_weight_that_is_not_positive_is_refused(beta):
+    with pytest.raises(FlowaugError, match="kl_weight must be > 0"):
+        PretrainConfig(dataset="cifar10", out="unused", kl_weight=beta)
 
 
 def test_resume_with_a_changed_schedule_is_recorded(tmp_path: Path, npz: Path) -> None:

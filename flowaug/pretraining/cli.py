@@ -25,7 +25,10 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=_DEFAULTS["lr"], help="peak learning rate (warmup, then cosine)")
     p.add_argument("--warmup-steps", type=non_negative_int, default=_DEFAULTS["warmup_steps"])
     p.add_argument("--kl-warmup-steps", type=non_negative_int, default=_DEFAULTS["kl_warmup_steps"],
-                   help="ramp the KL weight from 0 to 1 over this many steps (against posterior collapse)")
+                   help="ramp the KL weight from 0 to --kl-weight over this many steps (against posterior collapse)")
+    p.add_argument("--kl-weight", type=float, default=_DEFAULTS["kl_weight"], metavar="BETA",
+                   help="weight of the KL term after the ramp (default 1: the ELBO; > 1 limits what the nuisance "
+                        "code carries)")
     p.add_argument("--grad-clip", type=float, default=_DEFAULTS["grad_clip"], help="max gradient norm (0 = off)")
     p.add_argument("--ema", type=float, default=_DEFAULTS["ema"], metavar="DECAY",
                    help="EMA decay of the exported weights (0 = off)")

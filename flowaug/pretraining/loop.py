@@ -81,6 +81,8 @@ class PretrainConfig:
             this many steps (0 = always 1), so the flow learns to use the nuisance code before
             the KL term prices it; training losses logged during the ramp are below the
             true bits/dim (validation always reports the true negative ELBO).
+        kl_weight: the KL term's weight after the ramp (beta); > 1 prices the information the
+            nuisance code carries higher (beta-VAE, Higgins et al. 2017), so the code keeps less.
         grad_clip: max gradient norm (0 = no clipping).
         ema: EMA decay of the exported weights (0 = export the raw weights).
         hflip: random horizontal flips of training images.
@@ -111,6 +113,7 @@ class PretrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 200
     kl_warmup_steps: int = 0
+    kl_weight: float = 1.0
     grad_clip: float = 50.0
     ema: float = 0.999
     seed: int = 0
@@ -140,8 +143,9 @@ class PretrainConfig:
         for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip"):
             if getattr(self, name) < 0:
                 raise FlowaugError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise FlowaugError(f"lr must be > 0, got {self.lr}")
+        for name in ("lr", "kl_weight"):
+            if not getattr(self, name) > 0:
+                raise FlowaugError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("max_train_images", "stop_after_steps", "threads"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -165,8 +169,10 @@ def lr_at(step: int, total_steps: int, cfg: PretrainConfig) -> float:
 
 
 def kl_weight_at(step: int, cfg: PretrainConfig) -> float:
-    """KL weight at global ``step``: linear from 0 to 1 over ``cfg.kl_warmup_steps`` (1 without warm-up)."""
-    return min(1.0, step / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
+    """KL weight at global ``step``: linear from 0 to ``cfg.kl_weight`` over ``cfg.kl_warmup_steps``
+    (``cfg.kl_weight`` without warm-up)."""
+    ramp = min(1.0, step / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
+    return cfg.kl_weight * ramp
 
 
 @dataclass
