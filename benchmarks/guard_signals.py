@@ -102,13 +102,12 @@ def evaluate_mode(flow: nn.Module, judge: nn.Module, images: Tensor, labels: Ten
     aug = FlowAug(flow, p=1.0, mode=mode, temperature=args.temperature, generator=args.seed, guard=None)
     n = args.images
     signals, before, after = signals_and_outcomes(aug, judge, images, labels, args.batch_size)
-    lost = before & ~after
-    evaluation = np.arange(len(before)) < n
+    lost = before & ~after  # the first n images are evaluated, the next n calibrate the thresholds
     result: dict[str, Any] = {
         "mode": mode, "temperature": args.temperature if mode == "prior" else None,
-        "lost_fraction": float(lost[evaluation].mean()),
-        "gained_fraction": float((~before & after)[evaluation].mean()),
-        "object_kept_without_guard": object_kept(before[evaluation], after[evaluation], np.ones(n, bool)),
+        "lost_fraction": float(lost[:n].mean()),
+        "gained_fraction": float((~before & after)[:n].mean()),
+        "object_kept_without_guard": object_kept(before[:n], after[:n], np.ones(n, bool)),
         "signals": {},
     }
     for name, score in signals.items():
