@@ -42,7 +42,7 @@ from common import REPO, add_quality_args, cifar10_test_batch, command_line, env
 from flowaug.augmentation import FlowAug
 from flowaug.errors import FlowaugError
 from flowaug.pretrained import load_model
-from flowaug.quality import LUMA, correlation, gradient_magnitude
+from flowaug.quality import correlation, gradient_magnitude, luminance
 
 SIGNALS = ("density", "structure", "luminance", "re-encoding")
 
@@ -65,11 +65,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def luminance(x: Tensor) -> Tensor:
-    """(B,3,H,W) -> (B,H*W) BT.601 grayscale."""
-    return (x * torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1)).sum(1).flatten(1)
-
-
 @torch.no_grad()
 def signals_and_outcomes(aug: FlowAug, judge: nn.Module, images: Tensor, labels: Tensor,
                          batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -82,7 +77,7 @@ def signals_and_outcomes(aug: FlowAug, judge: nn.Module, images: Tensor, labels:
         out = aug(x)
         values["density"].append(aug.last_extra_bits.double())
         values["structure"].append(1 - correlation(gradient_magnitude(x).flatten(1), gradient_magnitude(out).flatten(1)))
-        values["luminance"].append(1 - correlation(luminance(x), luminance(out)))
+        values["luminance"].append(1 - correlation(luminance(x).flatten(1), luminance(out).flatten(1)))
         semantic = aug.flow.encode(x, validate=False).semantic
         again = aug.flow.encode(out, validate=False).semantic
         values["re-encoding"].append(((again - semantic).norm(dim=1) / semantic.norm(dim=1)).double())

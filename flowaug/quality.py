@@ -116,13 +116,17 @@ def nuisance_transfer(output: Tensor, original: Tensor, donor: Tensor, width: in
     }
 
 
+def luminance(x: Tensor) -> Tensor:
+    """BT.601 grayscale (luma) of RGB images: (B,3,H,W) -> (B,1,H,W). No input validation."""
+    return (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def gradient_magnitude(x: Tensor) -> Tensor:
     """Sobel gradient magnitude of the grayscale (BT.601 luma) image: (B,3,H,W) -> (B,H,W).
 
     Borders use replicate padding. No input validation (internal helper of the measures).
     """
-    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    gray = F.pad((x * luma).sum(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+    gray = F.pad(luminance(x), (1, 1, 1, 1), mode="replicate")
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
     kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)
     return F.conv2d(gray, kernels).pow(2).sum(1).sqrt()
