@@ -1,6 +1,8 @@
 """Pretrain the cpu-small DecoupledFlow on CIFAR-10, the way the shipped ``cifar10-v2`` weights were made:
-a warm start from ``cifar10`` (itself this recipe from scratch with ``INIT_FROM = None``,
-``LR = 1e-3``), trained on with a fresh warm-up and cosine schedule.
+a warm start from ``cifar10-film`` (itself this recipe from scratch with ``INIT_FROM = None``,
+``LR = 1e-3``), trained on with a fresh warm-up and cosine schedule. The default ``cifar10`` flow
+(``cpu-small-colour`` with ``colour_anchor``) was made in four warm-started stages: see
+``pretrained/MODEL_CARD.md``.
 
     python recipes/pretrain_flow.py --data-root ../shared/data --out runs/flow-cpu-small --time-limit 90
     torchrun --nproc_per_node=2 recipes/pretrain_flow.py --data-root DIR --out DIR   # DDP, one process per GPU
@@ -16,9 +18,9 @@ import argparse
 from flowaug.pretraining import PretrainConfig, pretrain
 
 DATASET = "cifar10"        # or cifar100, folder:PATH, npz:PATH
-PRESET = "cpu-small"       # tiny | cpu-small | gpu-base
+PRESET = "cpu-small"       # tiny | cpu-small | cpu-small-shift | cpu-small-colour | gpu-base
 IMAGE_SIZE = 32
-INIT_FROM = "cifar10"      # warm start (registry name or checkpoint path); None trains from scratch
+INIT_FROM = "cifar10-film"  # warm start (registry name or checkpoint path); None trains from scratch
 EPOCHS = 7                 # the cosine schedule ends here; match it to the time you have
 BATCH_SIZE = 64            # global batch (split across torchrun processes)
 LR = 5e-4                  # Adam peak learning rate

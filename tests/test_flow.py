@@ -69,6 +69,8 @@ def test_config_dict_round_trip(name):
     ({"nuisance_dim": 1}, ">= 2"),
     ({"scale_bound": -1.0}, "scale_bound"),
     ({"colour": 3}, "unknown FlowConfig keys"),
+    ({"colour_grid": 0}, "colour_grid"),
+    ({"conditioning": "color"}, "conditioning must be one of"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -321,8 +323,8 @@ def test_prior_samples_from_a_cpu_generator_match_on_any_model_device(model):
     assert torch.equal(first, second) and first.shape == (5, model.config.nuisance_dim)
 
 
-@pytest.mark.parametrize("conditioning", ["film", "shift"])
-def test_decode_log_det_is_minus_the_encode_log_det_and_both_conditionings_invert(conditioning, images):
+@pytest.mark.parametrize("conditioning", ["film", "shift", "colour"])
+def test_decode_log_det_is_minus_the_encode_log_det_and_every_conditioning_inverts(conditioning, images):
     torch.manual_seed(0)
     model = DecoupledFlow(get_preset("tiny", conditioning=conditioning))
     model.initialize(images)
@@ -336,6 +338,73 @@ def test_decode_log_det_is_minus_the_encode_log_det_and_both_conditionings_inver
     with torch.no_grad():
         other = model.decode(Latents(latents.semantic, latents.nuisance.flip(0)))
     assert (other - images).abs().mean() > 2e-5, "the nuisance code must change the decode"
+
+
+def perturbed_colour_flow(images: torch.Tensor) -> DecoupledFlow:
+    """A ``tiny`` colour-conditioned flow with every parameter moved off its initialisation."""
+    torch.manual_seed(0)
+    model = DecoupledFlow(get_preset("tiny", conditioning="colour", colour_grid=2))
+    model.initialize(images)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.03 * torch.randn_like(parameter))
+        model.colour.linear.weight.normal_(0, 0.3)
+    return model
+
+
+def test_colour_conditioning_changes_only_a_smooth_colour_map_of_the_same_image(images):
+    model = perturbed_colour_flow(images)
+    assert all(m.film.in_features == 0 for m in model.modules() if isinstance(m, FiLMConvNet))
+    with torch.no_grad():
+        latents = model.encode(images)
+        donors = latents.nuisance.flip(0)
+        swapped = model.decode(Latents(latents.semantic, donors))
+        # undo each output's colour map with its own code: one image, whatever the code
+        own, _ = model.colour.inverse(images - 0.5, latents.nuisance)
+        new, _ = model.colour.inverse(swapped - 0.5, donors)
+        log_scale, _ = model.colour._params(images, donors)
+    assert (swapped - images).abs().mean() > 1e-3, "the code must recolour the image"
+    torch.testing.assert_close(new, own, atol=1e-4, rtol=1e-4)
+    # the map varies slowly: neighbouring pixels' gains differ far less than the gains themselves
+    assert log_scale.diff(dim=-1).abs().max() < 0.5 * log_scale.abs().max()
+
+
+def test_a_colour_flow_warm_started_from_a_film_flow_is_that_flow_at_code_zero(images):
+    film = trained_tiny()
+    colour = DecoupledFlow(get_preset("tiny", conditioning="colour"))
+    source = film.state_dict()
+    colour.load_state_dict({name: source[name] if name in source and source[name].shape == value.shape
+                            else value for name, value in colour.state_dict().items()})
+    with torch.no_grad():
+        eps = film.encode(images).semantic
+        codes = torch.randn(images.shape[0], film.config.nuisance_dim)
+        expected = film.decode(Latents(eps, torch.zeros_like(codes)))
+        torch.testing.assert_close(colour.eval().decode(Latents(eps, codes)), expected)
+
+
+def test_the_colour_anchor_makes_the_code_carry_the_regional_colour():
+    x = smooth_images(16, 32, seed=5)
+
+    def anchor_error_after_training(anchor: float) -> float:
+        torch.manual_seed(0)
+        model = DecoupledFlow(get_preset("tiny", conditioning="colour", colour_grid=2))
+        model.initialize(x)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(60):
+            optimizer.zero_grad()
+            model.loss(x, gen, colour_anchor=anchor).backward()
+            optimizer.step()
+        with torch.no_grad():
+            return model.colour_anchor_error(x, model.encode_nuisance(x)).item()
+
+    untrained = (torch.nn.functional.avg_pool2d(x - 0.5, 16) ** 2).mean().item()
+    assert anchor_error_after_training(10.0) < 0.25 * min(untrained, anchor_error_after_training(0.0))
+
+
+def test_the_colour_anchor_needs_colour_conditioning(model, images):
+    with pytest.raises(ValueError, match="colour_anchor needs a flow with conditioning='colour'"):
+        model.loss(images, colour_anchor=1.0)
 
 
 def test_shift_conditioning_never_scales_hidden_activations():

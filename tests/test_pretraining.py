@@ -288,8 +288,8 @@ def poison_losses(monkeypatch: pytest.MonkeyPatch, bad_calls, kind: str) -> None
     """Make ``DecoupledFlow.loss`` return NaN (kind "loss") or give NaN gradients (kind "grad") on bad calls."""
     calls, original = itertools.count(), DecoupledFlow.loss
 
-    def loss(self, x, generator=None, kl_weight=1.0):
-        value = original(self, x, generator, kl_weight)
+    def loss(self, x, generator=None, kl_weight=1.0, colour_anchor=0.0):
+        value = original(self, x, generator, kl_weight, colour_anchor)
         if next(calls) in bad_calls:
             return value * float("nan") if kind == "loss" else _NanGradient.apply(value)
         return value
@@ -352,6 +352,17 @@ def test_kl_weight_ramps_linearly_over_warmup_to_beta(warmup, beta, expected):
 def test_a_kl_weight_that_is_not_positive_is_refused(beta):
     with pytest.raises(FlowaugError, match="kl_weight must be > 0"):
         PretrainConfig(dataset="cifar10", out="unused", kl_weight=beta)
+
+
+@pytest.mark.parametrize("anchor", [-1.0, float("nan")])
+def test_a_negative_colour_anchor_is_refused(anchor):
+    with pytest.raises(FlowaugError, match="colour_anchor must be >= 0"):
+        PretrainConfig(dataset="cifar10", out="unused", colour_anchor=anchor)
+
+
+def test_a_colour_anchor_without_colour_conditioning_is_refused(tmp_path: Path, npz: Path) -> None:
+    with pytest.raises(FlowaugError, match="--colour-anchor needs a preset with colour conditioning"):
+        pretrain(config(tmp_path / "run", f"npz:{npz}", colour_anchor=1.0))
 
 
 def test_resume_with_a_changed_schedule_is_recorded(tmp_path: Path, npz: Path) -> None:

@@ -102,7 +102,7 @@ def test_flowaug_cache_matches_encoding_every_batch(recipe, data_root, tiny_flow
     losses = {run_name: [json.loads(line)["loss"] for line in (tmp_path / run_name / "metrics.jsonl").read_text().splitlines()]
               for run_name in ("plain", "cached")}
     assert losses["plain"][0] == pytest.approx(losses["cached"][0], abs=1e-5)
-    assert losses["plain"] == pytest.approx(losses["cached"], abs=2e-3)
+    assert losses["plain"] == pytest.approx(losses["cached"], abs=5e-3)
 
 
 def test_resume_continues_exactly(recipe, data_root, tmp_path):

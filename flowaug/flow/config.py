@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-CONDITIONINGS = ("film", "shift")
+CONDITIONINGS = ("film", "shift", "colour")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,12 @@ class FlowConfig:
         shift_bound: bound of every coupling shift (same soft clamp), in ActNorm-normalised units.
         conditioning: how g enters every coupling network: ``"film"`` (scale and shift of both
             hidden layers, FiLM) or ``"shift"`` (a linear map of g added as a per-channel bias after
-            the first hidden convolution, as Wolf does: g cannot multiply structure).
+            the first hidden convolution, as Wolf does: g cannot multiply structure) or
+            ``"colour"`` (g enters only a smooth per-pixel colour map at the image end,
+            :class:`~flowaug.flow.layers.ColourField`; the image flow is unconditioned, its
+            couplings FiLM nets of a zero-width code, so a new code cannot change an edge).
+        colour_grid: side K of the ``"colour"`` map's K x K grid (and of the posterior encoder's
+            pooling grid); unused by the other conditionings.
     """
 
     image_size: int = 32
@@ -40,10 +45,11 @@ class FlowConfig:
     scale_bound: float = 2.0
     shift_bound: float = 8.0
     conditioning: str = "film"
+    colour_grid: int = 4
 
     def __post_init__(self) -> None:
         for name in ("image_size", "levels", "steps_per_level", "hidden_channels",
-                     "nuisance_dim", "encoder_channels", "prior_layers", "prior_hidden"):
+                     "nuisance_dim", "encoder_channels", "prior_layers", "prior_hidden", "colour_grid"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"FlowConfig.{name} must be a positive int, got {value!r}")
@@ -82,6 +88,7 @@ PRESETS: dict[str, FlowConfig] = {
                        encoder_channels=8, prior_layers=2, prior_hidden=16),
     "cpu-small": FlowConfig(),
     "cpu-small-shift": FlowConfig(conditioning="shift"),
+    "cpu-small-colour": FlowConfig(conditioning="colour"),
     "gpu-base": FlowConfig(levels=3, steps_per_level=16, hidden_channels=256, nuisance_dim=64,
                            encoder_channels=64, prior_layers=6, prior_hidden=256),
 }

@@ -22,6 +22,19 @@ def zero_init(*layers: nn.Module) -> None:
         nn.init.zeros_(layer.bias)
 
 
+class CodeLinear(nn.Linear):
+    """Zero-initialised linear map of the nuisance code, (B, d) -> (B, out).
+
+    With ``d = 0`` (an image flow the code never enters, ``conditioning="colour"``) it is a
+    learned constant, its bias; the state-dict names match a ``d > 0`` map, so a warm start
+    from a conditioned flow keeps the bias (the conditioned flow at g = 0).
+    """
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     """``bound * tanh(raw / bound)``: ~``raw`` near 0, never beyond ``+-bound``, smooth."""
     return bound * torch.tanh(raw / bound)
@@ -121,8 +134,7 @@ class ContextAffine(nf.flows.Flow):
 
     def __init__(self, num_channels: int, context_dim: int, scale_bound: float, shift_bound: float):
         super().__init__()
-        self.linear = nn.Linear(context_dim, 2 * num_channels)
-        zero_init(self.linear)
+        self.linear = CodeLinear(context_dim, 2 * num_channels)
         self.scale_bound = scale_bound
         self.shift_bound = shift_bound
 
@@ -140,6 +152,46 @@ class ContextAffine(nf.flows.Flow):
         return (x - shift) * (-log_scale).exp(), -log_det
 
 
+class ColourField(nf.flows.Flow):
+    """Smooth per-pixel colour map set by the code: the only way g enters a ``"colour"`` flow.
+
+    g (B,d) -> a zero-initialised linear map -> (B,6,K,K) -> bilinear upsampling to the image
+    (B,6,H,W) -> per pixel and channel a log-scale (bound ``scale_bound``) and a shift (bound
+    ``shift_bound``, centred pixel units). latent -> data (``forward``): ``y = u * exp(log_s) + t``;
+    data -> latent (``inverse``): ``u = (y - t) * exp(-log_s)``. A K x K field upsampled
+    bilinearly changes slowly across the image, so a new code recolours regions (background,
+    object) but cannot draw or erase an edge; starts as the identity.
+    """
+
+    def __init__(self, context_dim: int, grid: int, scale_bound: float = 1.0, shift_bound: float = 1.0):
+        super().__init__()
+        self.grid = grid
+        self.linear = CodeLinear(context_dim, 6 * grid * grid)
+        self.scale_bound = scale_bound
+        self.shift_bound = shift_bound
+
+    def _grid_values(self, context: Tensor) -> Tensor:
+        """Unbounded log-scales and shifts at the grid points, (B,6,K,K)."""
+        return self.linear(context).view(-1, 6, self.grid, self.grid)
+
+    def _params(self, y: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        raw = F.interpolate(self._grid_values(context), size=y.shape[2:], mode="bilinear", align_corners=False)
+        log_scale, shift = raw.chunk(2, dim=1)
+        return soft_clamp(log_scale, self.scale_bound), soft_clamp(shift, self.shift_bound)
+
+    def grid_shifts(self, context: Tensor) -> Tensor:
+        """The map's offsets at its K x K grid points, (B,3,K,K), centred pixel units."""
+        return soft_clamp(self._grid_values(context)[:, 3:], self.shift_bound)
+
+    def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self._params(z, context)
+        return z * log_scale.exp() + shift, log_scale.flatten(1).sum(1)
+
+    def inverse(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self._params(x, context)
+        return (x - shift) * (-log_scale).exp(), -log_scale.flatten(1).sum(1)
+
+
 class FiLMConvNet(nn.Module):
     """Coupling network: conv3x3 -> FiLM(g) -> ReLU -> conv1x1 -> FiLM(g) -> ReLU -> conv3x3.
 
@@ -153,8 +205,8 @@ class FiLMConvNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, hidden, 1)
         self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1)
-        self.film = nn.Linear(context_dim, 4 * hidden)
-        zero_init(self.conv3, self.film)
+        self.film = CodeLinear(context_dim, 4 * hidden)
+        zero_init(self.conv3)
 
     def forward(self, a: Tensor, context: Tensor) -> Tensor:
         gamma1, beta1, gamma2, beta2 = self.film(context)[:, :, None, None].chunk(4, dim=1)
@@ -176,8 +228,8 @@ class ShiftConvNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, hidden, 1)
         self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1)
-        self.shift = nn.Linear(context_dim, hidden)
-        zero_init(self.conv3, self.shift)
+        self.shift = CodeLinear(context_dim, hidden)
+        zero_init(self.conv3)
 
     def forward(self, a: Tensor, context: Tensor) -> Tensor:
         h = F.relu(self.conv1(a) + self.shift(context)[:, :, None, None])
@@ -196,8 +248,8 @@ class SplitPriorNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, context_dim: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.linear = nn.Linear(context_dim, out_channels)
-        zero_init(self.conv, self.linear)
+        self.linear = CodeLinear(context_dim, out_channels)
+        zero_init(self.conv)
 
     def forward(self, a: Tensor, context: Tensor) -> Tensor:
         return self.conv(a) + self.linear(context)[:, :, None, None]

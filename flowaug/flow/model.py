@@ -12,7 +12,9 @@ Model (Wolf-style, see docs/DESIGN.md "The decoupled flow"):
   learned split prior conditioned on the kept half and g, which standardises the half that
   leaves the flow; the coarsest latent gets a g-conditioned per-channel affine. The
   semantic latent ``eps`` (B, 3*H*W) concatenates the standardised pieces (finest first),
-  so eps ~ N(0, I) under the model and encode -> decode is exact given g;
+  so eps ~ N(0, I) under the model and encode -> decode is exact given g; with
+  ``conditioning="colour"`` g instead enters only a smooth colour map at the image end
+  (:class:`~flowaug.flow.layers.ColourField`) and the image flow is unconditioned;
 - training maximises the ELBO with uniform dequantisation ``(x*255 + u)/256`` and one
   reparameterised sample of g; the KL term is estimated as ``log q(g|x) - log p(g)``.
 """
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from flowaug.errors import CheckpointError
 from flowaug.fileio import atomic_torch_save, read_checkpoint
 from flowaug.flow.config import FlowConfig
-from flowaug.flow.layers import ActNorm, AffineCoupling, ContextAffine, FlowStep, SplitPriorNet
+from flowaug.flow.layers import ActNorm, AffineCoupling, ColourField, ContextAffine, FlowStep, SplitPriorNet
 from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
 from flowaug.flow.precision import full_fp32
 from flowaug.validation import check_float_images
@@ -60,9 +62,12 @@ class DecoupledFlow(nn.Module):
         super().__init__()
         self.config = config
         d = config.nuisance_dim
-        self.encoder = PosteriorEncoder(d, config.encoder_channels)
+        colour = config.conditioning == "colour"
+        self.encoder = PosteriorEncoder(d, config.encoder_channels, config.colour_grid if colour else 1)
         bounds = (config.scale_bound, config.shift_bound)
         self.prior = NuisancePrior(d, config.prior_layers, config.prior_hidden, *bounds)
+        self.colour = ColourField(d, config.colour_grid) if colour else None
+        flow_d, coupling = (0, "film") if colour else (d, config.conditioning)
         self.squeeze = nf.flows.Squeeze()
         self.levels = nn.ModuleList()
         self.split_priors = nn.ModuleList()
@@ -71,15 +76,15 @@ class DecoupledFlow(nn.Module):
         for level in range(config.levels):
             channels, size = channels * 4, size // 2
             self.levels.append(nn.ModuleList(
-                FlowStep(channels, config.hidden_channels, d, *bounds, config.conditioning)
+                FlowStep(channels, config.hidden_channels, flow_d, *bounds, coupling)
                 for _ in range(config.steps_per_level)))
             if level < config.levels - 1:
                 half = channels // 2
                 self.split_priors.append(AffineCoupling(
-                    SplitPriorNet(half, 2 * (channels - half), d), *bounds))
+                    SplitPriorNet(half, 2 * (channels - half), flow_d), *bounds))
                 self.piece_shapes.append((channels - half, size, size))
                 channels = half
-        self.top_prior = ContextAffine(channels, d, *bounds)
+        self.top_prior = ContextAffine(channels, flow_d, *bounds)
         self.piece_shapes.append((channels, size, size))
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -96,10 +101,17 @@ class DecoupledFlow(nn.Module):
             raise ValueError(f"generator is on {generator.device} but the model/data are on "
                              f"{device}; create it with torch.Generator(device={str(device)!r})")
 
+    def _flow_code(self, g: Tensor) -> Tensor:
+        """The code the image flow sees: g, or a zero-width code where only the colour map takes g."""
+        return g if self.colour is None else g[:, :0]
+
     def _to_latent(self, y: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         """Centred image y (B,3,S,S) and code g -> (eps (B, 3*S*S), log|det d eps/dy| (B,))."""
         pieces, log_det = [], torch.zeros(y.shape[0], device=y.device, dtype=y.dtype)
         z = y
+        if self.colour is not None:
+            z, log_det = self.colour.inverse(z, g)
+        g = self._flow_code(g)
         for level, steps in enumerate(self.levels):
             z, _ = self.squeeze.inverse(z)
             for step in steps:
@@ -120,6 +132,7 @@ class DecoupledFlow(nn.Module):
         sizes = [c * h * w for c, h, w in self.piece_shapes]
         pieces = [p.reshape(-1, *shape) for p, shape in
                   zip(eps.split(sizes, dim=1), self.piece_shapes)]
+        code, g = g, self._flow_code(g)
         z, log_det = self.top_prior(pieces[-1], g)
         for level in reversed(range(len(self.levels))):
             if level < len(self.split_priors):
@@ -129,6 +142,9 @@ class DecoupledFlow(nn.Module):
                 z, ld = step(z, g)
                 log_det = log_det + ld
             z, _ = self.squeeze(z)
+        if self.colour is not None:
+            z, ld = self.colour(z, code)
+            log_det = log_det + ld
         return z, log_det
 
     @torch.no_grad()
@@ -148,9 +164,10 @@ class DecoupledFlow(nn.Module):
         self._to_latent(x - 0.5, g)
         self.initialized.fill_(True)
 
-    def _negative_elbo_bits(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def _negative_elbo_bits(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         """The two parts of the negative ELBO per image, in bits/dim, each (B,):
-        ``-log p(x|g)`` (with dequantisation) and the KL estimate ``log q(g|x) - log p(g)``."""
+        ``-log p(x|g)`` (with dequantisation) and the KL estimate ``log q(g|x) - log p(g)``;
+        and the code sample g (B, d) they used."""
         self._check_images(x)
         self._check_generator(generator, x.device)
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -162,7 +179,7 @@ class DecoupledFlow(nn.Module):
         log_px_given_g = standard_normal_log_prob(eps) + log_det - self.num_dims * math.log(256)
         kl = standard_normal_log_prob(noise) - log_std.sum(1) - self.prior.log_prob(g)
         to_bits = self.num_dims * math.log(2)
-        return -log_px_given_g / to_bits, kl / to_bits
+        return -log_px_given_g / to_bits, kl / to_bits, g
 
     def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Negative ELBO of each image in bits/dim, (B,) float32.
@@ -171,11 +188,13 @@ class DecoupledFlow(nn.Module):
         is drawn from ``generator`` (on the data's device) when given.
         """
         with full_fp32(x.device.type):
-            reconstruction, kl = self._negative_elbo_bits(x, generator)
+            reconstruction, kl, _ = self._negative_elbo_bits(x, generator)
         return reconstruction + kl
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
-        """Training loss (scalar): batch mean of ``-log p(x|g) + kl_weight * KL`` in bits/dim.
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0,
+             colour_anchor: float = 0.0) -> Tensor:
+        """Training loss (scalar): batch mean of ``-log p(x|g) + kl_weight * KL`` in bits/dim,
+        plus ``colour_anchor`` times :meth:`colour_anchor_error` (a ``"colour"`` flow only).
 
         ``kl_weight = 1`` is the negative ELBO (:meth:`bits_per_dim`). A weight ramped up from 0
         early in training (KL warm-up, Bowman et al. 2016) keeps the flow from learning to
@@ -184,12 +203,26 @@ class DecoupledFlow(nn.Module):
         if not bool(self.initialized):
             raise RuntimeError("DecoupledFlow.initialize(x) must be called on a fixed batch "
                                "before training (data-dependent ActNorm init)")
-        reconstruction, kl = self._negative_elbo_bits(x, generator)
-        return (reconstruction + kl_weight * kl).mean()
+        if colour_anchor and self.colour is None:
+            raise ValueError(f"colour_anchor needs a flow with conditioning='colour', this one has "
+                             f"{self.config.conditioning!r}")
+        reconstruction, kl, g = self._negative_elbo_bits(x, generator)
+        loss = (reconstruction + kl_weight * kl).mean()
+        return loss + colour_anchor * self.colour_anchor_error(x, g) if colour_anchor else loss
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0) -> Tensor:
+    def colour_anchor_error(self, x: Tensor, g: Tensor) -> Tensor:
+        """Mean squared distance (scalar) between the colour map's offsets at its grid points
+        under codes g (B, d) and the mean colour of x (B,3,S,S) in [0, 1] over the matching
+        S/K x S/K cells (centred). Added to the loss it makes the code carry where which colour
+        is (the ELBO alone is indifferent: the Glow can encode those few numbers as cheaply)."""
+        cell = self.config.image_size // self.config.colour_grid
+        target = nn.functional.avg_pool2d(x - 0.5, cell)
+        return (self.colour.grid_shifts(g) - target).pow(2).mean()
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0,
+                colour_anchor: float = 0.0) -> Tensor:
         """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
-        return self.loss(x, generator, kl_weight)
+        return self.loss(x, generator, kl_weight, colour_anchor)
 
     def encode(self, x: Tensor, validate: bool = True, with_log_det: bool = False) -> Latents | tuple[Latents, Tensor]:
         """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise.

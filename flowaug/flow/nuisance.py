@@ -18,22 +18,23 @@ def standard_normal_log_prob(u: Tensor) -> Tensor:
 
 
 class PosteriorEncoder(nn.Module):
-    """q(g|x) = N(mean, diag(std^2)) from a small CNN with global average pooling.
+    """q(g|x) = N(mean, diag(std^2)) from a small CNN with average pooling to a ``pool`` x ``pool`` grid.
 
     Input: centred images (B,3,H,W) in [-0.5, 0.5], any H, W. Output: ``(mean, log_std)``,
-    each (B, d); ``log_std`` is bounded to ``+-LOG_STD_BOUND``. Global pooling makes g a
-    summary of spatially uniform properties (colour cast, illumination, background tone).
+    each (B, d); ``log_std`` is bounded to ``+-LOG_STD_BOUND``. Global pooling (``pool=1``)
+    makes g a summary of spatially uniform properties (colour cast, illumination, background
+    tone); a coarse grid lets it say where a colour is (for a :class:`~flowaug.flow.layers.ColourField` of that grid).
     """
 
-    def __init__(self, nuisance_dim: int, channels: int):
+    def __init__(self, nuisance_dim: int, channels: int, pool: int = 1):
         super().__init__()
         c = channels
         self.features = nn.Sequential(
             nn.Conv2d(3, c, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(4 * c, 2 * nuisance_dim)
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten())
+        self.head = nn.Linear(4 * c * pool * pool, 2 * nuisance_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw = self.head(self.features(x)).chunk(2, dim=1)

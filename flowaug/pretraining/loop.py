@@ -54,7 +54,8 @@ RESUME_MUST_MATCH = ("dataset", "preset", "image_size", "batch_size", "seed", "m
 # Schedule settings a user may change on purpose when resuming (e.g. a lower lr after a divergence,
 # more epochs): the resume is then no longer the uninterrupted run, so the change is printed and
 # recorded as a {"kind": "resume"} line in metrics.jsonl.
-RESUME_MAY_CHANGE = ("epochs", "lr", "warmup_steps", "kl_warmup_steps", "grad_clip", "amp")
+RESUME_MAY_CHANGE = ("epochs", "lr", "warmup_steps", "kl_warmup_steps", "kl_weight", "colour_anchor",
+                     "grad_clip", "amp")
 # Random streams, mixed into the seed so no two uses share a generator state.
 _PERMUTATION, _STEP, _VALIDATION, _SAMPLES, _INIT = range(5)
 SAMPLE_TEMPERATURE = 0.7
@@ -83,6 +84,9 @@ class PretrainConfig:
             true bits/dim (validation always reports the true negative ELBO).
         kl_weight: the KL term's weight after the ramp (beta); > 1 prices the information the
             nuisance code carries higher (beta-VAE, Higgins et al. 2017), so the code keeps less.
+        colour_anchor: weight of :meth:`~flowaug.flow.model.DecoupledFlow.colour_anchor_error` in
+            the loss (``"colour"`` presets only; 0 = the plain ELBO): ties the colour map's offsets
+            to the image's regional mean colour, so the nuisance code carries the colour layout.
         grad_clip: max gradient norm (0 = no clipping).
         ema: EMA decay of the exported weights (0 = export the raw weights).
         hflip: random horizontal flips of training images.
@@ -114,6 +118,7 @@ class PretrainConfig:
     warmup_steps: int = 200
     kl_warmup_steps: int = 0
     kl_weight: float = 1.0
+    colour_anchor: float = 0.0
     grad_clip: float = 50.0
     ema: float = 0.999
     seed: int = 0
@@ -140,8 +145,8 @@ class PretrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise FlowaugError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip"):
-            if getattr(self, name) < 0:
+        for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip", "colour_anchor"):
+            if not getattr(self, name) >= 0:
                 raise FlowaugError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "kl_weight"):
             if not getattr(self, name) > 0:
@@ -299,6 +304,9 @@ class _Run:
             self.flow_config = get_preset(cfg.preset, image_size=cfg.image_size)
         except ValueError as error:
             raise FlowaugError(f"invalid --preset/--image-size: {error}") from error
+        if cfg.colour_anchor and self.flow_config.conditioning != "colour":
+            raise FlowaugError(f"--colour-anchor needs a preset with colour conditioning (e.g. cpu-small-colour); "
+                               f"{cfg.preset!r} has {self.flow_config.conditioning!r}")
         self.changed_on_resume: dict[str, list[Any]] = {}
         ckpt = self._existing_checkpoint()
 
@@ -422,7 +430,7 @@ class _Run:
         amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         autocast = torch.autocast(self.device.type, dtype=amp_dtype) if cfg.amp else nullcontext()
         with autocast:
-            loss = self.loss_module(x, noise, kl_weight_at(self.global_step, cfg))
+            loss = self.loss_module(x, noise, kl_weight_at(self.global_step, cfg), cfg.colour_anchor)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.grad_clip or math.inf)
