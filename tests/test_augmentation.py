@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from flowaug import FlowAug
+from flowaug import FlowAug, load_pretrained
 from flowaug.augmentation.params import draw_params
 from flowaug.flow import DecoupledFlow, Latents, get_preset
 
@@ -243,12 +243,15 @@ def test_bad_labels_and_options_raise_clear_errors(flow, images):
         FlowAug(flow, mode="recolour")
     with pytest.raises(ValueError, match="unknown donor"):
         FlowAug(flow, donor="neighbour")
-    with pytest.raises(ValueError, match="p must be a number in"):
+    with pytest.raises(ValueError, match="p must be a finite number in"):
         FlowAug(flow, p=1.5)
-    with pytest.raises(ValueError, match="p must be a number in"):
+    with pytest.raises(ValueError, match="p must be a finite number in"):
         FlowAug(flow, p="0.5")
-    with pytest.raises(ValueError, match="temperature must be a number"):
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
         FlowAug(flow, temperature=-1.0)
+    for temperature in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature must be a finite number"):
+            FlowAug(flow, mode="prior", temperature=temperature)
     with pytest.raises(TypeError, match="generator must be an int seed"):
         FlowAug(flow, generator=1.5)
     with pytest.raises(ValueError, match="guard must be a number"):
@@ -406,3 +409,13 @@ def test_calibrate_guard_sets_the_quantile_of_swap_statistics_and_restores_the_s
     replay = FlowAug(flow, p=1.0, mode="swap", generator=0, guard=None)
     statistics = torch.cat([(replay(chunk), replay.last_extra_bits)[1] for chunk in images.split(20)])
     assert threshold == pytest.approx(torch.quantile(statistics, 0.9).item())
+
+
+def test_flowaug_without_arguments_is_the_shipped_default_flow_with_the_documented_defaults():
+    aug = FlowAug(generator=0)
+    default = load_pretrained("cifar10")
+    assert (aug.p, aug.mode, aug.donor, aug.temperature) == (0.5, "swap", "any", 0.7)
+    assert all(torch.equal(a, b) for a, b in zip(aug.flow.state_dict().values(), default.state_dict().values()))
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = FlowAug(p=1.0, generator=0)(images)
+    assert out.shape == images.shape and not torch.equal(out, images)

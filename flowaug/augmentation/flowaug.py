@@ -46,9 +46,10 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _check_number(name: str, value: object, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not low <= value <= high):
         bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return float(value)
 
 
@@ -57,7 +58,8 @@ class FlowAug(Augmentation):
 
     Args:
         flow: a ``DecoupledFlow``, a checkpoint path or a registry name
-            (:func:`flowaug.available_pretrained`; :meth:`from_pretrained` says so explicitly).
+            (:func:`flowaug.available_pretrained`; :meth:`from_pretrained` says so explicitly);
+            default: the shipped flow ``"cifar10"``, so ``FlowAug()`` is ready to use on 32x32 images.
         p: probability that each sample is augmented (independently per sample).
         mode: "swap" (nuisance code of another image of the batch), "prior" (a sample of the
             learned nuisance prior at ``temperature``) or "mix" (own and donor codes interpolated
@@ -92,7 +94,7 @@ class FlowAug(Augmentation):
 
     def __init__(
         self,
-        flow: str | os.PathLike | nn.Module,
+        flow: str | os.PathLike | nn.Module = "cifar10",
         p: float = 0.5,
         mode: str = "swap",
         temperature: float = 0.7,

@@ -139,18 +139,25 @@ def zoom_blur_operator(size: int, stop: float) -> np.ndarray:
     return total / (len(factors) + 1)
 
 
+ZOOM_BLUR_SNAP = 1e-6
+"""Grey levels added before zoom_blur truncates to uint8 (see :func:`zoom_blur`)."""
+
+
 @register("zoom_blur")
 def zoom_blur(images: np.ndarray, c: float, rng: np.random.Generator) -> np.ndarray:
     """Average of the image and its centre zooms by 1.00, 1.01, ... (< ``c``), as one matrix product.
 
-    In float64 (as the official code's float64 sum): BLAS sums in an order that depends on its
-    thread count and the batch's shape, and in float32 that moved 19-53 values by one grey level
-    between 1 and 2 threads; in float64 the differences stay ~1e-13 of a grey level, far below
-    the rounding to uint8, so the output does not depend on threads or workers (tested)."""
+    In float64, then truncated to uint8 after adding :data:`ZOOM_BLUR_SNAP` grey levels. Where every
+    zoom reads the same value (flat regions) the exact average is a whole grey level, and BLAS's
+    float64 sum lands within ~1e-12 of it on either side, depending on the CPU's kernel, the thread
+    count and the batch's shape: plain truncation then gave that level or the one below (a flat
+    image lost a level in a fifth of its values). The snap is far above that error and far below
+    any real difference, so each image's bytes depend on the image alone, whatever the batch split,
+    worker count, BLAS threads or CPU (tested)."""
     batch, height, width, channels = images.shape
     if height != width:
         raise ValueError(f"zoom_blur needs square images, got {height}x{width}")
     operator = zoom_blur_operator(height, c)
     flat = (images / 255.0).transpose(0, 3, 1, 2).reshape(-1, height * width)
     out = (flat @ operator.T).reshape(batch, channels, height, width).transpose(0, 2, 3, 1)
-    return to_uint8(out)
+    return np.floor(np.clip(out, 0, 1) * 255 + ZOOM_BLUR_SNAP).astype(np.uint8)
