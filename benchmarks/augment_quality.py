@@ -9,8 +9,10 @@ Every FlowAug output comes from calling ``FlowAug(flow, p=1, mode, ...)`` on bat
 ``--batch-size`` test images (donors are other images of the batch, as in training); the donors
 are read from ``aug.last_params``. Each FlowAug run is made twice with the same draws
 (``aug(x, params=aug.last_params)``): guard off, then guard on (``--guard``), so the guard's
-effect is measured on exactly the same swaps. Baselines: kornia ColorJitter(0.4, 0.4, 0.4, 0.1),
-ColorJitter(0.8, 0.8, 0.8, 0.3), a hue rotation by 0.25-0.5 of the colour circle, grayscale.
+effect is measured on exactly the same swaps. Baselines: FlowAug's non-learned twin
+RegionalColourSwap (swap and mix, donors from the same batches as FlowAug's), kornia
+ColorJitter(0.4, 0.4, 0.4, 0.1), ColorJitter(0.8, 0.8, 0.8, 0.3), a hue rotation by 0.25-0.5 of
+the colour circle, grayscale.
 
 Measures (``flowaug.quality``; over the images an augmentation changed, unless it says "all"):
 
@@ -45,7 +47,7 @@ from tqdm import tqdm
 from flowaug.plots import save_labelled_grid
 from common import REPO, add_quality_args, cifar10_test_batch, command_line, environment, write_json
 
-from flowaug.augmentation import FlowAug
+from flowaug.augmentation import FlowAug, RegionalColourSwap
 from flowaug.augmentation.baselines import GlobalRNGOp
 from flowaug.errors import FlowaugError
 from flowaug.pretrained import load_model
@@ -154,6 +156,19 @@ def run_flowaug(flow: nn.Module, images: Tensor, labels: Tensor, mode: str, temp
     return results
 
 
+def run_regional_swap(mode: str, images: Tensor, labels: Tensor, args: argparse.Namespace, judge: nn.Module,
+                      classifier: nn.Module) -> dict[str, Any]:
+    """RegionalColourSwap (p=1) over all images in FlowAug's batches, its donors from ``last_params``."""
+    aug = RegionalColourSwap(p=1.0, mode=mode, mix_range=tuple(args.mix_range), generator=args.seed)
+    outputs, changed, donors = [], [], []
+    for start in range(0, images.shape[0], args.batch_size):
+        outputs.append(aug(images[start:start + args.batch_size].to(args.device)).cpu())
+        changed.append(aug.last_augmented.clone())
+        donors.append(aug.last_params.donor + start)
+    return {"mode": f"regionalswap {mode}", "temperature": None, "guard": None,
+            **measures(torch.cat(outputs), images, labels, torch.cat(changed), torch.cat(donors), judge, classifier)}
+
+
 def run_baseline(name: str, images: Tensor, labels: Tensor, seed: int, judge: nn.Module,
                  classifier: nn.Module) -> dict[str, Any]:
     output = GlobalRNGOp(BASELINES[name](), generator=seed)(images)
@@ -208,6 +223,7 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     for mode, temperature in tqdm(runs, desc="FlowAug runs", unit="run"):
         results += run_flowaug(flow, images, labels, mode, temperature, args, judge, classifier)
+    results += [run_regional_swap(mode, images, labels, args, judge, classifier) for mode in ("swap", "mix")]
     results += [run_baseline(name, images, labels, args.seed, judge, classifier) for name in BASELINES]
     print_table(results)
     grid_path = args.out.with_name(f"{args.out.stem}_swap_grid.png")

@@ -1,6 +1,6 @@
 """flowaug: semantic data augmentation with normalizing flows."""
 from flowaug.attribution import FidoResult, fido
-from flowaug.augmentation import Augmentation, Compose, FlowAug, FlowAugParams, LatentCache
+from flowaug.augmentation import Augmentation, Compose, FlowAug, FlowAugParams, LatentCache, RegionalColourSwap
 from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents
@@ -24,6 +24,7 @@ __all__ = [
     "LatentCache",
     "Latents",
     "PretrainConfig",
+    "RegionalColourSwap",
     "SpuriousBackgrounds",
     "available_pretrained",
     "build_classifier",

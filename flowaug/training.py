@@ -7,6 +7,7 @@ fast on a GPU and simple on a CPU.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import Any, Callable
@@ -18,9 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowaug.augmentation.base import reseed
+from flowaug.augmentation.donor import DonorAugmentation
 from flowaug.data.base import to_float_chw
 from flowaug.errors import CheckpointError
 from flowaug.fileio import atomic_torch_save, read_checkpoint
+from flowaug.validation import check_finite_unit_range
 
 TRAIN_STATE_FORMAT = "flowaug-train-state"
 TRAIN_STATE_VERSION = 1
@@ -78,6 +81,12 @@ def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
+def takes_masks(model: nn.Module) -> bool:
+    """Whether ``model`` is a masking model: its forward takes a ``mask`` (EarlyMasking, LateMasking,
+    SmallViT's token dropping)."""
+    return "mask" in inspect.signature(model.forward).parameters
+
+
 def _synchronize(device: torch.device) -> float:
     """``time.perf_counter()`` after waiting for ``device``'s queued work (so phase times are honest on GPUs)."""
     if device.type == "cuda":
@@ -131,6 +140,7 @@ def train_epoch(
     (forward, backward, step). The split waits for CUDA work at each phase boundary.
     """
     device = images.device
+    to_model = takes_masks(model)
     local_batch = batch_size // world_size
     if local_batch * world_size != batch_size:
         raise ValueError(f"batch_size {batch_size} must divide by the number of processes {world_size}")
@@ -148,11 +158,14 @@ def train_epoch(
         tick = _synchronize(device)
         index = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
         x, y = to_float_images(images[index]), labels[index]
-        side = () if masks is None else (masks[index],)
+        side = () if masks is None or not to_model else (masks[index],)
+        extra = {} if groups is None else {"groups": groups[index]}
+        if masks is not None and not to_model:
+            extra["masks"] = masks[index]
         tock = _synchronize(device)
         times["data_seconds"] += tock - tick
         if augment is not None:
-            x, y = augment(x, y) if groups is None else augment(x, y, groups=groups[index])
+            x, y = augment(x, y, **extra)
         tick = _synchronize(device)
         times["augment_seconds"] += tick - tock
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -250,8 +263,10 @@ def train_classifier(
     accuracy) that are merged into the epoch record; the model is in eval mode
     during the call.
 
-    ``groups`` (N,) and ``masks`` (N, 1, H, W) in [0, 1] travel with the batches as in
-    :func:`train_epoch` (groups to the augmentation, masks to the model).
+    ``groups`` (N,) and ``masks`` (N, 1, H, W) in [0, 1] (1 = object) travel with the batches as in
+    :func:`train_epoch`: groups to the augmentation; masks to the model when it is a masking model
+    (:func:`takes_masks`), else to the augmentation (``augment(x, y, masks=...)``, e.g. FlowAug or
+    RegionalColourSwap changing the background only).
 
     Record keys: epoch (1-based) and those of :func:`train_epoch`.
     """
@@ -265,9 +280,15 @@ def train_classifier(
     g_all = None if groups is None else as_label_tensor(groups, len(x_all), device)
     m_all = None if masks is None else torch.as_tensor(masks, dtype=torch.float32, device=device)
     height, width = x_all.shape[1:3] if x_all.dtype == torch.uint8 else x_all.shape[2:]
-    if m_all is not None and tuple(m_all.shape) != (len(x_all), 1, height, width):
-        raise ValueError(f"masks must have shape ({len(x_all)}, 1, {height}, {width}) to match the images, "
-                         f"got {tuple(m_all.shape)}")
+    if m_all is not None:
+        if tuple(m_all.shape) != (len(x_all), 1, height, width):
+            raise ValueError(f"masks must have shape ({len(x_all)}, 1, {height}, {width}) to match the images, "
+                             f"got {tuple(m_all.shape)}")
+        check_finite_unit_range(m_all, "masks", " (1 = object, 0 = background)")
+        if not takes_masks(model) and not isinstance(augment, DonorAugmentation):
+            raise ValueError(f"masks were given, but the model ({type(model).__name__}) takes no mask and the "
+                             f"augmentation ({type(augment).__name__}) takes no masks=: use a masking model "
+                             f"(EarlyMasking, LateMasking) or FlowAug / RegionalColourSwap, or drop the masks")
     steps_per_epoch = len(x_all) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(x_all)} images)")

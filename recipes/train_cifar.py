@@ -39,7 +39,6 @@ from torch.nn.parallel import DistributedDataParallel
 from flowaug.arguments import non_negative_int, positive_int
 from flowaug.augmentation import FlowAug, reseed
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
-from flowaug.augmentation.flowaug import COUNTERS
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
 from flowaug.data.make_cifar_c import generate_from_test_split
@@ -211,12 +210,12 @@ def join_process_group(device: str | None) -> tuple[int, int, torch.device]:
 
 
 def flowaug_counts(augment: nn.Module) -> dict[str, int]:
-    """FlowAug's counters (:data:`flowaug.augmentation.flowaug.COUNTERS`: images changed, non-finite
+    """FlowAug's counters (:attr:`flowaug.FlowAug.COUNTERS`: images changed, non-finite
     fallbacks, rejected by the guard, ...) summed over its instances in ``augment``, of this process
     (under DDP: rank 0's share); empty without FlowAug."""
     instances = [module for module in augment.modules() if isinstance(module, FlowAug)]
     return {f"flowaug_{name}": sum(getattr(module, name) for module in instances)
-            for name in COUNTERS} if instances else {}
+            for name in FlowAug.COUNTERS} if instances else {}
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,18 +2,26 @@
 
     python recipes/train_spurious.py --method erm
     python recipes/train_spurious.py --method flowaug-balanced --seed 1 --out runs/spurious/flowaug-balanced/seed1
+    python recipes/train_spurious.py --method regionalswap-masked --cue texture
     python recipes/train_spurious.py --method early-masking --profile smoke
     python recipes/reproduce.py --config recipes/sweep_spurious.json      # every method x 3 seeds
 
 The benchmark (:class:`flowaug.data.SpuriousBackgrounds`): the shape decides the class, the
-background colour group equals the class in a share ``rho`` of the training images (0.95 here;
-the ``reference`` method trains at rho = 0.1, where the background says nothing). Methods
-(:data:`METHODS`) differ only in what they change; the model, epochs, schedule and seeds are shared:
+background group equals the class in a share ``rho`` of the training images (0.95 here; the
+``reference`` method trains at rho = 0.1, where the background says nothing). ``--cue`` says what
+the group decides: the background's hue (``colour``), its pattern family (``texture``) or both.
+Methods (:data:`METHODS`) differ only in what they change; the model, epochs, schedule and seeds
+are shared:
 
 - ``erm``: plain training. ``reference``: plain training at rho = 0.1 (the unbiased reference).
 - ``colorjitter``: kornia ColorJitter, the classic photometric baseline.
+- ``regionalswap``: :class:`flowaug.RegionalColourSwap`, FlowAug's non-learned twin (a donor's 4x4
+  regional mean colours).
 - ``flowaug-any`` / ``flowaug-other_group`` / ``flowaug-balanced``: FlowAug swaps with the flow
-  pretrained on the benchmark (``--flow``, registry name ``spurious``) and that donor policy.
+  pretrained on that cue's training split (``--flow``; default :data:`FLOWS`) and that donor policy.
+- ``*-masked``: the same swap on the background only (``aug(x, y, masks=m)``) with the exact
+  training masks; ``*-masked-10pct``: with masks for 10% of the training images and the rest
+  predicted by a mask predictor trained on those. No masks at test time.
 - ``early-masking`` / ``late-masking``: background masking (Aniraj et al. 2023), trained with the
   exact training masks and tested twice: with the exact masks (oracle) and with masks predicted by a
   small segmentation network trained on the training masks (:func:`flowaug.masking.train_mask_predictor`).
@@ -40,10 +48,9 @@ import torch
 from torch import nn
 
 from flowaug.arguments import positive_int
-from flowaug.augmentation import FlowAug
+from flowaug.augmentation import FlowAug, RegionalColourSwap
 from flowaug.augmentation.baselines import AUGMENTATIONS, AugmentContext
-from flowaug.augmentation.flowaug import COUNTERS
-from flowaug.data.spurious import SpuriousBackgrounds
+from flowaug.data.spurious import CUES, SpuriousBackgrounds
 from flowaug.errors import FlowaugError
 from flowaug.evaluation import spurious_metrics
 from flowaug.fileio import atomic_write_text, claim_run_folder
@@ -55,6 +62,8 @@ from flowaug.training import train_classifier
 FLOWAUG_P = 0.5          # share of each batch that FlowAug swaps (FlowAug's default; the rest stays as drawn)
 MASK_FILL = "mean"       # early masking's fill: the value a normalising classifier sees as no signal
 MASK_PREDICTOR_EPOCHS = 1
+KNOWN_MASKS = 0.1        # *-masked-10pct: the share of training images whose exact mask is known
+FLOWS = {"colour": "spurious", "texture": "spurious-texture"}  # FlowAug's flow per cue (trained on its train split)
 TRANSFORMER_OPTIMIZER = ("adam", 1e-3)   # ViTs train with AdamW at 1e-3 (SGD at the CNNs' 0.2 diverges)
 
 
@@ -81,9 +90,10 @@ class Method:
     """What one method changes: the training correlation, an augmentation, a masking strategy."""
 
     correlation: float = 0.95
-    augment: str | None = None        # "colorjitter" or "flowaug"
-    donor: str = "any"                 # FlowAug's donor policy
+    augment: str | None = None        # "colorjitter", "regionalswap" or "flowaug"
+    donor: str = "any"                 # FlowAug's and RegionalColourSwap's donor policy
     masking: str | None = None         # "early" or "late"
+    augment_masks: str | None = None   # the swap on the background only: "exact" or "10pct" (predicted)
 
 
 METHODS = {
@@ -93,6 +103,11 @@ METHODS = {
     "flowaug-any": Method(augment="flowaug", donor="any"),
     "flowaug-other_group": Method(augment="flowaug", donor="other_group"),
     "flowaug-balanced": Method(augment="flowaug", donor="balanced"),
+    "flowaug-masked": Method(augment="flowaug", augment_masks="exact"),
+    "flowaug-masked-10pct": Method(augment="flowaug", augment_masks="10pct"),
+    "regionalswap": Method(augment="regionalswap"),
+    "regionalswap-masked": Method(augment="regionalswap", augment_masks="exact"),
+    "regionalswap-masked-10pct": Method(augment="regionalswap", augment_masks="10pct"),
     "early-masking": Method(masking="early"),
     "late-masking": Method(masking="late"),
 }
@@ -113,11 +128,29 @@ def build_model(arch: str, method: Method) -> nn.Module:
 def build_augment(method: Method, flow: str, images: torch.Tensor, seed: int) -> nn.Module | None:
     if method.augment == "flowaug":
         aug = FlowAug(flow, p=FLOWAUG_P, mode="swap", donor=method.donor, generator=seed)
-        aug.cache_latents(images)
+        if aug.needs_cache:
+            aug.cache_latents(images)
         return aug
+    if method.augment == "regionalswap":
+        return RegionalColourSwap(p=FLOWAUG_P, mode="swap", donor=method.donor, generator=seed)
     if method.augment is not None:
         return AUGMENTATIONS[method.augment].build(AugmentContext(num_classes=10))
     return None
+
+
+def known_and_predicted_masks(images: torch.Tensor, masks: torch.Tensor, seed: int, progress: bool
+                              ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Training masks (N,1,H,W) when only :data:`KNOWN_MASKS` of them are known (a seeded subset):
+    those exact, the rest predicted by a mask predictor trained on them (as many steps as on all)."""
+    known = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:round(KNOWN_MASKS * len(images))]
+    epochs = MASK_PREDICTOR_EPOCHS * round(1 / KNOWN_MASKS)
+    predictor = train_mask_predictor(images[known], masks[known], epochs=epochs, seed=seed, progress=progress)
+    predicted = predictor.predict(images)
+    unknown = torch.ones(len(images), dtype=torch.bool)
+    unknown[known] = False
+    iou = float(mask_iou(predicted[unknown], masks[unknown]).mean())
+    predicted[known] = masks[known]
+    return predicted, {"known_masks": len(known), "predicted_mask_iou": iou}
 
 
 @torch.no_grad()
@@ -138,8 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     profile = replace(PROFILES[args.profile], **{k: v for k, v in (("arch", args.arch), ("epochs", args.epochs))
                                                  if v is not None})
     torch.set_num_threads(args.threads)
-    train = SpuriousBackgrounds("train", method.correlation, profile.train_images)
-    tests = {name: SpuriousBackgrounds(name, 0.95, profile.test_images) for name in ("test_shift", "test")}
+    train = SpuriousBackgrounds("train", method.correlation, profile.train_images, cue=args.cue)
+    tests = {name: SpuriousBackgrounds(name, 0.95, profile.test_images, cue=args.cue) for name in ("test_shift", "test")}
     images, labels, groups, masks = train.tensors()
     print(f"{args.method} seed {args.seed}: {train.description}, {profile}, {args.threads} thread(s)", flush=True)
 
@@ -147,11 +180,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = build_model(profile.arch, method)
     augment = build_augment(method, args.flow, images, args.seed)
+    mask_report: dict[str, Any] = {}
+    train_masks = masks if method.masking or method.augment_masks == "exact" else None
+    if method.augment_masks == "10pct":
+        train_masks, mask_report = known_and_predicted_masks(images, masks, args.seed, not args.quiet)
     optimizer, lr = TRANSFORMER_OPTIMIZER if profile.arch.startswith("vit") else ("sgd", profile.lr)
     history = train_classifier(model, images, labels, epochs=profile.epochs, batch_size=profile.batch_size,
                                lr=lr, optimizer=optimizer, seed=args.seed, augment=augment, device="cpu",
-                               groups=groups if method.augment == "flowaug" else None,
-                               masks=masks if method.masking else None, progress=not args.quiet)
+                               groups=groups if method.augment in ("flowaug", "regionalswap") else None,
+                               masks=train_masks, progress=not args.quiet)
     train_seconds = time.perf_counter() - start
 
     results: dict[str, Any] = {}
@@ -168,12 +205,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **score(model, tests["test_shift"], test_tensors["test_shift"], predicted),
             "mask_iou": float(mask_iou(predicted, shifted_masks).mean())}
     report = {
-        "recipe": "train_spurious", "method": args.method, "seed": args.seed, "profile": args.profile,
+        "recipe": "train_spurious", "method": args.method, "seed": args.seed, "profile": args.profile, "cue": args.cue,
         "settings": {**asdict(profile), **asdict(method), "optimizer": optimizer, "lr": lr,
                      "flow": args.flow if method.augment == "flowaug" else None,
                      "flowaug_p": FLOWAUG_P, "mask_fill": MASK_FILL},
         "suites": results,
-        "counters": {name: getattr(augment, name) for name in COUNTERS} if isinstance(augment, FlowAug) else None,
+        "train_masks": mask_report or None,
+        "counters": {name: getattr(augment, name) for name in FlowAug.COUNTERS} if isinstance(augment, FlowAug) else None,
         "timing": {"train_seconds": train_seconds,
                    "augment_seconds": sum(r["augment_seconds"] for r in history)},
         "history": history,
@@ -202,14 +240,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--cue", choices=CUES, default="colour",
+                        help="what the background group decides: hue (colour), pattern family (texture) or both")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/spurious/<method>/seed<k>)")
     parser.add_argument("--arch", choices=sorted(CLASSIFIERS), help="classifier (default: the profile's)")
     parser.add_argument("--epochs", type=positive_int, help="default: the profile's")
-    parser.add_argument("--flow", default="spurious", help="FlowAug's flow: registry name or checkpoint path")
+    parser.add_argument("--flow", help="FlowAug's flow: registry name or checkpoint path "
+                        "(default: the flow trained on the cue's training split, FLOWS)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("runs/spurious") / args.method / f"seed{args.seed}"
+    benchmark = "spurious" if args.cue == "colour" else f"spurious-{args.cue}"
+    args.out = args.out or Path("runs") / benchmark / args.method / f"seed{args.seed}"
+    if METHODS[args.method].augment == "flowaug" and args.flow is None:
+        if args.cue not in FLOWS:
+            parser.error(f"no flow is shipped for --cue {args.cue}; pass --flow (train one with flowaug pretrain "
+                         f"--dataset spurious:PATH on a file from flowaug make-spurious --cue {args.cue})")
+        args.flow = FLOWS[args.cue]
     if (args.out / "report.json").is_file():
         print(f"{args.out} already holds a finished run (report.json); choose another --out to train again")
         return 0

@@ -128,3 +128,42 @@ def test_pretraining_reads_the_benchmark(tmp_path):
     data = load_pretrain_data(f"spurious:{path}")
     assert data.train.shape == (40, 32, 32, 3) and data.val.shape == (8, 32, 32, 3) and "SpuriousBackgrounds" in data.description
     assert np.array_equal(data.train, SpuriousBackgrounds("train", num_images=40).arrays.images)
+
+
+def _gradient_energy(backgrounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    grey = backgrounds.astype(np.float64).mean(-1)
+    return np.abs(np.diff(grey, axis=1)).mean((1, 2)), np.abs(np.diff(grey, axis=2)).mean((1, 2))
+
+
+def test_texture_cue_keeps_labels_groups_and_masks_and_draws_hue_apart_from_the_group():
+    colour = SpuriousBackgrounds("test_shift", num_images=200)
+    texture = SpuriousBackgrounds("test_shift", num_images=200, cue="texture")
+    for name in ("labels", "groups", "masks"):
+        assert np.array_equal(getattr(colour.arrays, name), getattr(texture.arrays, name))
+    images, _, groups, masks = texture.tensors()
+    hue_groups = background_group(images, masks)
+    assert (hue_groups == groups).float().mean() < 0.3    # colour cue: 1.0 by construction
+    assert (background_group(*colour.tensors()[::3]) == colour.tensors()[2]).all()
+    assert "cue texture" in texture.description
+
+
+def test_texture_families_differ_in_pattern_not_in_colour():
+    """Horizontal stripes vary down the rows, vertical ones across the columns; the pattern, not the
+    colour, tells them apart."""
+    labels = np.zeros(40, dtype=np.int64)
+    groups = np.repeat([0, 1], 20)
+    _, _, backgrounds = render(labels, groups, 32, np.random.default_rng(0), cue="texture")
+    down, across = _gradient_energy(backgrounds)
+    assert (down[:20] > 2 * across[:20]).all() and (across[20:] > 2 * down[20:]).all()
+    with pytest.raises(ValueError, match="unknown cue 'shape'"):
+        SpuriousBackgrounds("train", num_images=10, cue="shape")
+
+
+def test_make_spurious_writes_the_cue_and_from_npz_reads_it(tmp_path):
+    from flowaug.cli import main
+
+    assert main(["make-spurious", "--out", str(tmp_path), "--cue", "texture"]) == 0
+    path = tmp_path / "spurious_texture_rho0.95_size32_seed0.npz"
+    split = SpuriousBackgrounds.from_npz(path, "val")
+    assert split.cue == "texture" and np.array_equal(
+        split.arrays.images[:50], SpuriousBackgrounds("val", cue="texture").arrays.images[:50])

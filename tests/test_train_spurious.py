@@ -86,3 +86,21 @@ def test_shipped_spurious_sweep_config_parses():
     assert sweep.recipe == "spurious" and len(sweep.seeds) == 3
     recipe = load_recipe("train_spurious")
     assert set(sweep.methods) == set(recipe.METHODS)
+    texture = reproduce.Sweep.from_json(reproduce.RECIPES_DIR / "sweep_spurious_texture.json")
+    assert set(texture.methods) <= set(recipe.METHODS) and texture.extra_args[-2:] == ["--cue", "texture"]
+
+
+def test_background_only_swaps_with_a_tenth_of_the_masks_on_the_texture_cue(recipe, tmp_path):
+    out = tmp_path / "regional"
+    assert recipe.main(["--method", "regionalswap-masked-10pct", "--cue", "texture", "--profile", "smoke",
+                        "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "report.json").read_text())
+    assert result["cue"] == "texture" and result["settings"]["augment_masks"] == "10pct"
+    assert result["train_masks"]["known_masks"] == 102 and 0 < result["train_masks"]["predicted_mask_iou"] <= 1
+    assert "cue texture" in result["suites"]["test_shift"]["description"]
+
+
+def test_flowaug_on_a_cue_without_a_shipped_flow_asks_for_one(recipe, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        recipe.main(["--method", "flowaug-any", "--cue", "both", "--out", str(tmp_path / "x")])
+    assert "no flow is shipped for --cue both; pass --flow" in capsys.readouterr().err

@@ -98,3 +98,33 @@ def test_bad_inputs_raise(images, labels, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_classifier(build_classifier("small", 2), images, labels, epochs=1, device="cpu",
                          progress=False, **{"batch_size": 4, **kwargs})
+
+
+def test_masks_go_to_the_augmentation_when_the_model_takes_none():
+    from flowaug import RegionalColourSwap
+    from flowaug.masking import EarlyMasking
+
+    images, labels = tiny_split(32)
+    masks = torch.zeros(32, 1, 32, 32)
+    masks[..., 8:24, 8:24] = 1.0
+    seen = []
+
+    class Recording(RegionalColourSwap):
+        def forward(self, x, y=None, groups=None, masks=None, params=None):
+            out = super().forward(x, y, groups=groups, masks=masks, params=params)
+            seen.append((x, out[0], masks))
+            return out
+
+    train_tiny(images, labels, epochs=1, augment=Recording(p=1.0), masks=masks)
+    for x, out, batch_masks in seen:
+        inside = batch_masks.bool().expand_as(x)
+        assert torch.equal(out[inside], x[inside]) and not torch.equal(out[~inside], x[~inside])
+    with pytest.raises(ValueError, match="model \\(SmallCNN\\) takes no mask and the augmentation \\(CropFlip\\)"):
+        train_tiny(images, labels, epochs=1, masks=masks)
+    with pytest.raises(ValueError, match="masks must lie in \\[0, 1\\]"):
+        train_tiny(images, labels, epochs=1, augment=Recording(p=1.0), masks=masks * 3)
+    torch.manual_seed(0)
+    masking = EarlyMasking(build_classifier("small", 2))  # a masking model takes them itself
+    train_classifier(masking, images, labels, epochs=1, batch_size=16, device="cpu", progress=False,
+                     augment=Recording(p=1.0), masks=masks)
+    assert seen[-1][2] is None

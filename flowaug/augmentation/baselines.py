@@ -8,6 +8,8 @@ none                      identity
 standard                  :class:`CropFlip`: random crop (4-pixel reflect padding) + horizontal
                           flip, per sample
 flowaug                   :class:`~flowaug.FlowAug` (swap mode, p=0.5): new nuisance code, same label
+regionalswap              :class:`~flowaug.RegionalColourSwap` (swap, p=0.5, 4x4 grid): the donor's
+                          regional mean colours, FlowAug's non-learned twin
 colorjitter               kornia ``ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)``; kornia draws its
                           factors per sample already (``same_on_batch=False``)
 randaugment               kornia ``RandAugment(n=2, m=10)``        } kornia's auto policies pick
@@ -32,8 +34,8 @@ of 0.03 s); the recipes report augmentation time separately, and ``--aug-workers
 loop over N processes.
 
 :func:`build_augment` composes the named augmentations with :class:`~flowaug.augmentation.base.Compose`
-in a fixed stage order whatever the order of the names (:data:`STAGES`): FlowAug first (it needs
-untouched images and integer labels), then geometric (standard), then colour and policies, then
+in a fixed stage order whatever the order of the names (:data:`STAGES`): FlowAug and
+RegionalColourSwap first (they need untouched images and integer labels), then geometric (standard), then colour and policies, then
 label mixing (mixup/cutmix last, as they make labels soft).
 """
 from __future__ import annotations
@@ -52,6 +54,7 @@ from torchvision.transforms import v2
 from flowaug.augmentation.base import Augmentation, Compose
 from flowaug.augmentation.flowaug import FlowAug
 from flowaug.augmentation.per_image import PerImage
+from flowaug.augmentation.regional import RegionalColourSwap
 from flowaug.pretrained import load_model
 
 
@@ -131,7 +134,7 @@ def _flowaug(ctx: AugmentContext) -> FlowAug:
     """FlowAug with the context's flow, on the training device."""
     flow = ctx.flow if isinstance(ctx.flow, nn.Module) else load_model(ctx.flow, kind="flow")
     aug = FlowAug(flow, p=ctx.flowaug_p, mode=ctx.flowaug_mode).to(ctx.device)
-    if ctx.cache_images is not None:
+    if ctx.cache_images is not None and aug.needs_cache:
         aug.cache_latents(ctx.cache_images, dtype=torch.float32)
     return aug
 
@@ -148,6 +151,7 @@ STAGES = {"semantic": 0, "geometric": 1, "colour": 2, "mixing": 3}
 AUGMENTATIONS: dict[str, Baseline] = {
     "none": Baseline(STAGES["geometric"], lambda ctx: Identity()),
     "flowaug": Baseline(STAGES["semantic"], _flowaug),
+    "regionalswap": Baseline(STAGES["semantic"], lambda ctx: RegionalColourSwap(p=ctx.flowaug_p)),
     "standard": Baseline(STAGES["geometric"], lambda ctx: CropFlip()),
     "colorjitter": Baseline(STAGES["colour"], lambda ctx: GlobalRNGOp(K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8))),
     "randaugment": Baseline(STAGES["colour"], lambda ctx: PerImage(partial(RandAugment, n=2, m=10),

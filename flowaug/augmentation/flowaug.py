@@ -11,6 +11,8 @@ Example::
     x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 2  # images (B,3,32,32) in [0,1], labels (B,)
     aug = FlowAug.from_pretrained("cifar10", p=1.0, mode="swap", donor="other_class", generator=0)
     x_aug, y = aug(x, y)                                   # same shape, dtype and device; labels unchanged
+    masks = torch.zeros(8, 1, 32, 32); masks[..., 8:24, 8:24] = 1.0  # (B,1,H,W) in [0,1], 1 = object
+    background_only, _ = aug(x, y, masks=masks)            # the object's pixels come back unchanged
     params = aug.forward_parameters(x, y)                  # draw without applying (kornia style)
     again, _ = aug(x, y, params=params)                    # apply exactly those draws
     assert torch.equal(aug(x, y, params=aug.last_params)[0], again)  # replay the last call
@@ -25,35 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowaug.augmentation.base import Augmentation
 from flowaug.augmentation.cache import LatentCache
-from flowaug.augmentation.params import DONORS, MODES, NEEDS_GROUPS, NEEDS_LABELS, FlowAugParams, draw_params
+from flowaug.augmentation.donor import DonorAugmentation, check_number
+from flowaug.augmentation.params import MODES, FlowAugParams
 from flowaug.flow import Latents
 from flowaug.pretrained import load_model, load_pretrained
-from flowaug.validation import check_finite_unit_range
 
 GUARD_QUANTILE = 0.97
 """The guard threshold a flow is calibrated to: this quantile of the guard statistic over swaps of
 held-out images (:func:`calibrate_guard`), so about 3% of swaps are rejected."""
 
 
-COUNTERS = ("augmented_count", "fallback_count", "rejected_count", "no_donor_count", "cache_misses")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-
-
-def _check_number(name: str, value: object, low: float, high: float = math.inf) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or not low <= value <= high):
-        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return float(value)
-
-
-class FlowAug(Augmentation):
+class FlowAug(DonorAugmentation):
     """Semantic augmentation with a pretrained :class:`flowaug.DecoupledFlow`.
 
     Args:
@@ -64,7 +49,7 @@ class FlowAug(Augmentation):
         mode: "swap" (nuisance code of another image of the batch), "prior" (a sample of the
             learned nuisance prior at ``temperature``) or "mix" (own and donor codes interpolated
             with a donor weight drawn uniformly from ``mix_range``).
-        temperature: scale of prior samples in "prior" mode (< 1 stays nearer the data).
+        temperature: scale of prior samples in "prior" mode (< 1 stays nearer the data), finite.
         mix_range: (low, high) in [0, 1], the donor weight range of "mix" mode.
         donor: "any", "same_class", "other_class" (need labels ``y``), "other_group" or
             "balanced" (need ``groups``); see :mod:`flowaug.augmentation.params`. A sample
@@ -79,18 +64,22 @@ class FlowAug(Augmentation):
             calibrated threshold (``flow.meta["guard_bits"]``, see :func:`calibrate_guard`) and is
             off for a flow without one; None turns the guard off.
 
-    Call ``aug(x)``, ``aug(x, y)`` or ``aug(x, y, groups=g)``: x is (B,3,H,W) or (3,H,W), float in
-    [0,1] (dtype kept) or uint8 (kept), on any device; the output has x's shape, dtype and device;
-    ``y`` ((B,) integer labels) is returned unchanged. ``params=`` applies draws made earlier by
-    :meth:`forward_parameters` (or ``aug.last_params``) instead of drawing. No autograd flows
-    through the flow; it runs in full fp32 even under autocast or with TF32 enabled.
-    An empty batch comes back unchanged. Counters: ``augmented_count`` (images changed),
-    ``fallback_count`` (non-finite decodes), ``rejected_count`` (guard), ``no_donor_count``,
-    ``cache_misses`` (images encoded although a cache exists). Counters of ``DataLoader`` workers
-    stay in the workers' copies. After each call ``last_params`` holds its draws, ``last_augmented``
-    ((B,) bool, CPU) the images that came back changed and ``last_extra_bits`` ((B,) float32, CPU) the
-    guard's statistic of every decoded image (NaN where nothing was decoded), also with the guard off.
+    Call as every :class:`~flowaug.augmentation.donor.DonorAugmentation`: ``aug(x)``, ``aug(x, y)``,
+    ``aug(x, y, groups=g)``, ``masks=m`` to change the background only, ``params=`` to replay. No
+    autograd flows through the flow; it runs in full fp32 even under autocast or with TF32 enabled.
+    Where the flow's code enters only its colour map (``conditioning="colour"``, the default flow),
+    the Glow's encode and decode cancel, so FlowAug runs only the posterior encoder and the colour
+    map (the same outputs within 1e-5, tested) and needs no latent cache (:attr:`needs_cache`).
+    Counters: ``augmented_count`` (images changed), ``fallback_count`` (non-finite decodes),
+    ``rejected_count`` (guard), ``no_donor_count``, ``cache_misses`` (images encoded although a
+    cache exists). Counters of ``DataLoader`` workers stay in the workers' copies. After each call
+    ``last_params`` holds its draws, ``last_augmented`` ((B,) bool, CPU) the images that came back
+    changed and ``last_extra_bits`` ((B,) float32, CPU) the guard's statistic of every decoded image
+    (NaN where nothing was decoded), also with the guard off.
     """
+
+    MODES = MODES
+    COUNTERS = ("augmented_count", "fallback_count", "rejected_count", "no_donor_count", "cache_misses")
 
     def __init__(
         self,
@@ -104,16 +93,8 @@ class FlowAug(Augmentation):
         resize: bool = False,
         guard: float | str | None = "auto",
     ) -> None:
-        super().__init__(generator)
-        _check_choice("mode", mode, MODES)
-        _check_choice("donor", donor, DONORS)
-        self.p = _check_number("p", p, 0.0, 1.0)
-        self.temperature = _check_number("temperature", temperature, 0.0)
-        if not isinstance(mix_range, (tuple, list)) or len(mix_range) != 2:
-            raise ValueError(f"mix_range must be a pair (low, high), got {mix_range!r}")
-        low, high = (_check_number("mix_range", value, 0.0, 1.0) for value in mix_range)
-        if low > high:
-            raise ValueError(f"mix_range must satisfy low <= high, got {mix_range}")
+        super().__init__(p, mode, mix_range, donor, generator)
+        self.temperature = check_number("temperature", temperature, 0.0)
         if isinstance(flow, (str, os.PathLike)):
             flow = load_model(flow, kind="flow")
         if not isinstance(flow, nn.Module) or not hasattr(flow, "decode"):
@@ -125,18 +106,24 @@ class FlowAug(Augmentation):
             raise ValueError(f"guard must be a number (bits/dim), 'auto' or None, got {guard!r}")
         self.guard = None if guard is None else float(guard)
         self.flow = flow.eval().requires_grad_(False)
-        self.mode, self.mix_range, self.donor, self.resize = mode, (low, high), donor, bool(resize)
+        self.resize = bool(resize)
         self.cache: LatentCache | None = None
-        self.last_params: FlowAugParams | None = None
-        self.last_augmented: Tensor | None = None
         self.last_extra_bits: Tensor | None = None
-        for name in COUNTERS:
-            setattr(self, name, 0)
 
     @classmethod
     def from_pretrained(cls, name: str, **options) -> "FlowAug":
         """FlowAug with the registered flow ``name`` (sha256 verified); ``options`` as the constructor's."""
         return cls(load_pretrained(name), **options)
+
+    @property
+    def prior_dim(self) -> int:
+        return self.flow.config.nuisance_dim
+
+    @property
+    def needs_cache(self) -> bool:
+        """Whether :meth:`cache_latents` saves work: False where the code enters only the colour map
+        (then no semantic latent is computed at all)."""
+        return not self.flow.code_enters_colour_only
 
     def train(self, mode: bool = True) -> "FlowAug":
         """Switching modes never puts the flow into training mode (it stays frozen)."""
@@ -158,7 +145,7 @@ class FlowAug(Augmentation):
         ((N,3,H,W) images of the flow's domain, e.g. training images, N >= 2) in batches of
         ``batch_size`` and return it. Draws from this module's generator; counters are unchanged."""
         statistics = []
-        settings = ("mode", "p", "donor", "guard", *COUNTERS)
+        settings = ("mode", "p", "donor", "guard", *self.COUNTERS)
         saved = {name: getattr(self, name) for name in settings}
         self.mode, self.p, self.donor, self.guard = "swap", 1.0, "any", None
         try:
@@ -172,42 +159,6 @@ class FlowAug(Augmentation):
         self.guard = float(torch.quantile(values[torch.isfinite(values)], quantile))
         return self.guard
 
-    def forward(self, x: Tensor, y: Tensor | None = None, groups: Tensor | None = None,
-                params: FlowAugParams | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """Augment ``x``; with ``y`` return ``(x_aug, y)``. ``groups`` ((B,) int) feed the group donor
-        policies; ``params`` replays earlier draws."""
-        unbatched = isinstance(x, Tensor) and x.ndim == 3
-        batch = self._validated_batch(x)
-        if batch.shape[0] == 0:
-            return x.clone() if y is None else (x.clone(), y)
-        if params is None:
-            params = self._draw(batch.shape[0], y, groups, unbatched)
-        else:
-            if not isinstance(params, FlowAugParams):
-                raise TypeError(f"params must be FlowAugParams (from forward_parameters), got {type(params).__name__}")
-            params.check(batch.shape[0], self.mode, self.flow.config.nuisance_dim)
-        out = self._augment(batch, params)
-        self.last_params = params
-        out = out[0] if unbatched else out
-        return out if y is None else (out, y)
-
-    def forward_parameters(self, x: Tensor, y: Tensor | None = None, groups: Tensor | None = None) -> FlowAugParams:
-        """Draw everything a call on ``x`` needs (which samples, donors, mix weights or prior noise)
-        from this module's generator, without applying it; ``aug(x, y, params=...)`` applies them."""
-        batch = self._validated_batch(x)
-        return self._draw(batch.shape[0], y, groups, isinstance(x, Tensor) and x.ndim == 3)
-
-    def _draw(self, batch_size: int, y: Tensor | None, groups: Tensor | None, unbatched: bool) -> FlowAugParams:
-        labels = self._validated_ids(y, "labels", batch_size, unbatched, needed=self.donor in NEEDS_LABELS)
-        group_ids = self._validated_ids(groups, "groups", batch_size, unbatched, needed=self.donor in NEEDS_GROUPS)
-        if self.mode != "prior" and batch_size < 2:
-            raise ValueError(f"mode={self.mode!r} takes the nuisance code of another image of the batch, but the "
-                             "batch holds a single image; use mode='prior' for single images (e.g. per sample in "
-                             "DataLoader workers) or apply FlowAug to batches")
-        return draw_params(batch_size, self.p, self.mode, self.donor, labels=labels, groups=group_ids,
-                           mix_range=self.mix_range, nuisance_dim=self.flow.config.nuisance_dim,
-                           generator=self.call_generator())
-
     def cache_latents(self, images: Tensor, *, dtype: torch.dtype = torch.float16, batch_size: int = 256,
                       progress: bool = True) -> LatentCache:
         """Encode a fixed dataset ((N,3,H,W) float in [0,1] or uint8) once into :attr:`cache`.
@@ -215,86 +166,33 @@ class FlowAug(Augmentation):
         Afterwards a batch's images are found in the cache by content (see
         :mod:`flowaug.augmentation.cache`) and only the decoder runs for them; images that are not
         in it (e.g. after crop/flip: put FlowAug first) are encoded and counted in ``cache_misses``.
+        A flow that does not :attr:`need it <needs_cache>` only reads the cached nuisance codes.
         """
         self.cache = LatentCache.build(self.flow, images, dtype=dtype, batch_size=batch_size, progress=progress)
         return self.cache
 
-    def _validated_batch(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            hint = " (convert PIL images with torchvision.transforms.v2.functional.to_image)" \
-                if type(x).__module__.startswith("PIL") else ""
-            raise TypeError(f"FlowAug expects a torch.Tensor, got {type(x).__name__}{hint}")
-        if x.ndim not in (3, 4):
-            raise ValueError(f"FlowAug expects images of shape (B,3,H,W) or (3,H,W), got {tuple(x.shape)}")
-        batch = x if x.ndim == 4 else x.unsqueeze(0)
-        if batch.shape[1] != 3:
-            hint = "; the channels look last: pass x.permute(0, 3, 1, 2)" if batch.shape[-1] == 3 else ""
-            raise ValueError(f"FlowAug expects 3 (RGB) channels in dim -3, got {batch.shape[1]} "
-                             f"(shape {tuple(x.shape)}){hint}")
+    def check_size(self, height: int, width: int) -> None:
         size = self.flow.config.image_size
-        if tuple(batch.shape[-2:]) != (size, size) and not self.resize:
-            raise ValueError(f"the flow was trained on {size}x{size} images but got {batch.shape[-2]}x{batch.shape[-1]}; "
+        if (height, width) != (size, size) and not self.resize:
+            raise ValueError(f"the flow was trained on {size}x{size} images but got {height}x{width}; "
                              f"pass resize=True to resize to {size}x{size} and back, or use a flow trained at this size")
-        if batch.dtype == torch.uint8 or batch.shape[0] == 0:
-            return batch
-        if not batch.is_floating_point():
-            raise TypeError(f"FlowAug expects float images in [0, 1] or uint8 images, got dtype {batch.dtype}")
-        try:
-            check_finite_unit_range(batch, "FlowAug input")
-        except ValueError as error:
-            finite = bool(torch.isfinite(batch).all())
-            if not finite:
-                hint = "look for a division by zero or a broken file upstream"
-            elif float(batch.amin()) >= 0 and float(batch.amax()) <= 255:
-                hint = "the values look like 0..255: divide by 255"
-            else:
-                hint = "apply FlowAug before normalisation"
-            raise ValueError(f"{error}; {hint}") from None
-        return batch
 
-    @staticmethod
-    def _validated_ids(ids: Tensor | None, name: str, batch_size: int, unbatched: bool, needed: bool) -> Tensor | None:
-        if ids is None:
-            if needed:
-                raise ValueError(f"this donor policy needs {name}: call aug(x, y{', groups=g' if name == 'groups' else ''})")
-            return None
-        ids = torch.as_tensor(ids)
-        expected = () if unbatched else (batch_size,)
-        if tuple(ids.shape) != expected and not (unbatched and tuple(ids.shape) == (1,)):
-            raise ValueError(f"{name} must have shape {expected} for images of batch size {batch_size}, got {tuple(ids.shape)}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
-        return ids.reshape(batch_size).to("cpu", torch.int64)
-
-    def _augment(self, batch: Tensor, params: FlowAugParams) -> Tensor:
-        """Augment the drawn samples of ``batch`` (B,3,H,W); the others are returned bit-exactly."""
-        self.no_donor_count += int(params.no_donor.sum())
-        selected = params.apply.nonzero().squeeze(1)
-        accepted = torch.zeros(batch.shape[0], dtype=torch.bool)
-        self.last_augmented = accepted
-        self.last_extra_bits = torch.full((batch.shape[0],), math.nan)
-        if selected.numel() == 0:
-            return batch.clone()
-        images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        with torch.no_grad():  # the flow's own methods run in full fp32 (flowaug.flow.precision)
-            decoded, extra_bits = self._decode_new_nuisance(images, selected, params)
+    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
+        """Decodes of the selected images with their new codes; non-finite decodes and (guard on)
+        implausible ones are not kept. One device sync per call."""
+        decoded, extra_bits = self._decode_new_nuisance(images, selected, params)
         implausible = torch.zeros_like(extra_bits, dtype=torch.bool) if self.guard is None else ~(extra_bits <= self.guard)
-        on_device = selected.to(batch.device)
         finite = torch.isfinite(decoded).flatten(1).all(dim=1)
-        keep = finite & ~implausible
-        decoded = torch.where(keep[:, None, None, None], decoded.clamp(0.0, 1.0), images[on_device])
-        status = torch.stack([extra_bits.float(), finite.float(), keep.float()]).cpu()  # one device sync per call
+        status = torch.stack([extra_bits.float(), finite.float(), (finite & ~implausible).float()]).cpu()
         finite, keep = status[1].bool(), status[2].bool()
         self.last_extra_bits[selected] = status[0]
         self.fallback_count += int((~finite).sum())
         self.rejected_count += int((finite & ~keep).sum())
-        self.augmented_count += int(keep.sum())
-        accepted[selected] = keep
-        if batch.dtype == torch.uint8:
-            decoded = (decoded * 255.0).round()
-        out = batch.clone()
-        out[on_device] = decoded.to(batch.dtype)
-        return out
+        return decoded, keep
+
+    def _augment(self, batch: Tensor, params: FlowAugParams, masks: Tensor | None) -> Tensor:
+        self.last_extra_bits = torch.full((batch.shape[0],), math.nan)
+        return super()._augment(batch, params, masks)
 
     def _decode_new_nuisance(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
         """Decodes (S,3,H,W) float32 of the S selected images with their new codes (unchecked), and the
@@ -304,10 +202,16 @@ class FlowAug(Augmentation):
         if original_size != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0.0, 1.0)
         rows = None if self.cache is None else self.cache.lookup(images)  # once per call, for images and donors
-        latents, own_log_det = self._latents_of(images, selected, rows)
-        nuisance = self._new_nuisance(images, selected, latents.nuisance, params, rows)
-        decoded, new_log_det = self.flow.decode(Latents(latents.semantic, nuisance), with_log_det=True)
-        extra_bits = (new_log_det - own_log_det) / (self.flow.num_dims * math.log(2))
+        if self.flow.code_enters_colour_only:
+            own = self._nuisance_of(images, selected, rows)
+            nuisance = self._new_nuisance(images, selected, own, params, rows)
+            decoded, log_det_change = self.flow.recolour(images[selected.to(images.device)], own, nuisance)
+        else:
+            latents, own_log_det = self._latents_of(images, selected, rows)
+            nuisance = self._new_nuisance(images, selected, latents.nuisance, params, rows)
+            decoded, new_log_det = self.flow.decode(Latents(latents.semantic, nuisance), with_log_det=True)
+            log_det_change = new_log_det - own_log_det
+        extra_bits = log_det_change / (self.flow.num_dims * math.log(2))
         if original_size != (size, size):
             decoded = F.interpolate(decoded, size=original_size, mode="bilinear", antialias=True)
         return decoded, extra_bits

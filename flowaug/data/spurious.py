@@ -1,14 +1,24 @@
-"""SpuriousBackgrounds: a controlled benchmark where background colour is a strong, known shortcut.
+"""SpuriousBackgrounds: a controlled benchmark where the background is a strong, known shortcut.
 
 Ten classes of procedural shapes (the shape alone determines the class) with random position,
-scale, rotation, colour and texture, on backgrounds of ten colour groups (hues) with texture and
-brightness variation. In the ``train``, ``val`` and ``test`` splits a class-c image gets background
-group c with probability ``correlation`` (rho), otherwise one of the other nine groups uniformly;
-``test_shift`` fills every class x group cell equally. Every image comes with its exact
-foreground mask. Generated deterministically from ``seed`` in seconds, no download (in the spirit
-of Colored MNIST and the Backgrounds Challenge's Mixed-Rand; Xiao et al. 2021).
+scale, rotation, colour and texture, on backgrounds of ten groups. What the group decides is the
+``cue`` (:data:`CUES`):
 
-``flowaug make-spurious --out DIR`` writes all four splits to one ``.npz``;
+- ``"colour"`` (default): the background's hue (ten hues), with a coarse blotchy texture and
+  brightness drawn independently;
+- ``"texture"``: the background's pattern family (:data:`PATTERNS`: stripe orientations and
+  frequencies, checks, dots, rings, a grid and grain) with hue, saturation and brightness drawn
+  uniformly, independently of class and group. No colour operation turns one family into another;
+- ``"both"``: the group decides hue and pattern family.
+
+In the ``train``, ``val`` and ``test`` splits a class-c image gets background group c with
+probability ``correlation`` (rho), otherwise one of the other nine groups uniformly;
+``test_shift`` fills every class x group cell equally. Labels, groups and shapes are the same
+for every cue (one random stream per split); only the backgrounds differ. Every image comes with
+its exact foreground mask. Generated deterministically from ``seed`` in seconds, no download (in
+the spirit of Colored MNIST and the Backgrounds Challenge's Mixed-Rand; Xiao et al. 2021).
+
+``flowaug make-spurious --out DIR [--cue texture]`` writes all four splits to one ``.npz``;
 ``SpuriousBackgrounds.from_npz(path, split)`` reads a split back without regenerating it.
 """
 from __future__ import annotations
@@ -34,6 +44,53 @@ NUM_GROUPS = 10
 SPLITS = {"train": 0, "val": 1, "test": 2, "test_shift": 3}
 DEFAULT_SIZES = {"train": 20000, "val": 2000, "test": 5000, "test_shift": 5000}
 MAX_ROTATION = math.pi / 6  # +-30 degrees: no class turns into another
+CUES = ("colour", "texture", "both")
+PATTERNS = ("stripes-0", "stripes-90", "stripes-45", "stripes-135", "wide-stripes-0", "checks", "dots",
+            "rings", "grid", "grain")
+"""The texture cue's pattern families, group k = ``PATTERNS[k]`` (stripes-A: period 4 px at angle A
+degrees; wide stripes: period 8 px; checks: 4 px squares; dots on a 6 px lattice; rings of period
+5 px around a random centre; grid lines every 6 px; grain: independent per-pixel noise)."""
+PATTERN_CONTRAST = (0.07, 0.12)  # half the peak-to-trough brightness swing: the background stays apart from the objects
+
+
+def pattern_fields(groups: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Brightness patterns (N, size, size) in [-1, 1] of family ``PATTERNS[groups[i]]``, each with a
+    random phase, period within +-10% and orientation within +-8 degrees."""
+    n = len(groups)
+    yy, xx = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    jitter = rng.uniform(0.9, 1.1, n)[:, None, None]
+    tilt = np.deg2rad(rng.uniform(-8, 8, n))[:, None, None]
+    phase = rng.uniform(0, 2 * math.pi, (n, 2))[:, :, None, None]
+    centre = rng.uniform(0, size, (n, 2))[:, :, None, None]
+    grain = rng.choice([-1.0, 1.0], (n, size, size))
+
+    def along(angle_degrees: float) -> np.ndarray:  # (N, S, S) coordinate across stripes at that angle
+        angle = np.deg2rad(angle_degrees) + tilt
+        return xx * np.sin(angle) + yy * np.cos(angle)
+
+    def wave(coordinate: np.ndarray, period: float, which: int = 0) -> np.ndarray:
+        return np.sin(2 * math.pi * coordinate / (period * jitter) + phase[:, which])
+
+    def lattice(period: float, width: float) -> tuple[np.ndarray, np.ndarray]:  # distance to the lines
+        u = (along(0) / jitter + phase[:, 0] / (2 * math.pi) * period) % period
+        v = (along(90) / jitter + phase[:, 1] / (2 * math.pi) * period) % period
+        return np.minimum(u, period - u), np.minimum(v, period - v)
+
+    du, dv = lattice(6.0, 1.0)
+    rings = np.hypot(xx - centre[:, 0], yy - centre[:, 1])
+    families = np.stack([
+        np.sign(wave(along(0), 4.0)),
+        np.sign(wave(along(90), 4.0)),
+        np.sign(wave(along(45), 4.0 * math.sqrt(2) / 1.5)),
+        np.sign(wave(along(135), 4.0 * math.sqrt(2) / 1.5)),
+        np.sign(wave(along(0), 8.0)),
+        np.sign(wave(along(0), 8.0) * wave(along(90), 8.0, 1)),
+        np.where(np.hypot(3.0 - du, 3.0 - dv) <= 1.6, 1.0, -0.6),
+        np.sign(wave(rings, 5.0)),
+        np.where(np.minimum(du, dv) <= 0.75, 1.0, -0.4),
+        grain,
+    ])  # (10, N, S, S)
+    return families[groups, np.arange(n)]
 
 
 def shape_masks(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -62,11 +119,12 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v[..., None] - (v * s)[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def render(labels: np.ndarray, groups: np.ndarray, size: int, rng: np.random.Generator
+def render(labels: np.ndarray, groups: np.ndarray, size: int, rng: np.random.Generator, cue: str = "colour"
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images uint8 (N, size, size, 3), masks bool (N, size, size) and the backgrounds alone uint8.
 
-    The image equals its background exactly outside the mask and its foreground inside.
+    The image equals its background exactly outside the mask and its foreground inside. ``cue``
+    says what the group decides (see the module docstring).
     """
     n = len(labels)
     grid = (np.arange(size) + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
@@ -80,9 +138,14 @@ def render(labels: np.ndarray, groups: np.ndarray, size: int, rng: np.random.Gen
     masks = shape_masks(labels, u, -v)
 
     hue = (groups + rng.uniform(-0.03, 0.03, n)) / NUM_GROUPS
+    if cue == "texture":
+        hue = rng.random(n)
     base = hsv_to_rgb(hue, rng.uniform(0.5, 0.9, n), rng.uniform(0.4, 0.7, n))  # (N, 3)
-    coarse = rng.normal(0.0, 0.07, (n, 4, 4, 1))
-    texture = np.repeat(np.repeat(coarse, math.ceil(size / 4), 1), math.ceil(size / 4), 2)[:, :size, :size]
+    if cue == "colour":
+        coarse = rng.normal(0.0, 0.07, (n, 4, 4, 1))
+        texture = np.repeat(np.repeat(coarse, math.ceil(size / 4), 1), math.ceil(size / 4), 2)[:, :size, :size]
+    else:
+        texture = rng.uniform(*PATTERN_CONTRAST, (n, 1, 1, 1)) * pattern_fields(groups, size, rng)[..., None]
     background = base[:, None, None, :] + texture + rng.normal(0.0, 0.02, (n, size, size, 1))
 
     dark = rng.random(n) < 0.5  # foregrounds far from the background's brightness, either way
@@ -139,15 +202,19 @@ class SpuriousBackgrounds(Dataset):
         num_images: images in the split (default: :data:`DEFAULT_SIZES`).
         size: image height = width in pixels.
         seed: the benchmark's seed; each split draws from its own stream of it.
+        cue: what the background group decides: "colour" (hue), "texture" (pattern family) or
+            "both" (:data:`CUES`, see the module docstring).
 
     Items are ``(image float (3,S,S) in [0,1], label, group, mask float (1,S,S) in {0,1})``;
     :meth:`tensors` gives the whole split at once.
     """
 
     def __init__(self, split: str = "train", correlation: float = 0.95, num_images: int | None = None,
-                 size: int = 32, seed: int = 0) -> None:
+                 size: int = 32, seed: int = 0, cue: str = "colour") -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if cue not in CUES:
+            raise ValueError(f"unknown cue {cue!r}; choose one of {', '.join(CUES)}")
         if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not 0 <= correlation <= 1:
             raise ValueError(f"correlation must be a number in [0, 1], got {correlation!r}")
         num_images = DEFAULT_SIZES[split] if num_images is None else num_images
@@ -155,7 +222,7 @@ class SpuriousBackgrounds(Dataset):
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
         if isinstance(size, bool) or not isinstance(size, int) or size < 8:
             raise ValueError(f"size must be an int >= 8, got {size!r}")
-        self.split, self.correlation, self.size, self.seed = split, float(correlation), size, seed
+        self.split, self.correlation, self.size, self.seed, self.cue = split, float(correlation), size, seed, cue
         stream = seeded_generator("cpu", seed, SPLITS[split]).initial_seed()
         rng = np.random.default_rng(stream)
         if split == "test_shift":
@@ -164,7 +231,7 @@ class SpuriousBackgrounds(Dataset):
         else:
             labels = rng.integers(0, len(SHAPES), num_images)
             groups = draw_groups(labels, self.correlation, rng)
-        images, masks, _ = render(labels, groups, size, rng)
+        images, masks, _ = render(labels, groups, size, rng, cue)
         self.arrays = SpuriousArrays(images, labels.astype(np.int64), groups.astype(np.int64), masks)
 
     @classmethod
@@ -182,11 +249,12 @@ class SpuriousBackgrounds(Dataset):
         dataset = cls.__new__(cls)
         dataset.split, dataset.correlation = split, settings["correlation"]
         dataset.size, dataset.seed, dataset.arrays = settings["size"], settings["seed"], arrays
+        dataset.cue = settings.get("cue", "colour")
         return dataset
 
     @property
     def description(self) -> str:
-        return (f"SpuriousBackgrounds {self.split} (rho={self.correlation:g}, {len(self)} images, "
+        return (f"SpuriousBackgrounds {self.split} (cue {self.cue}, rho={self.correlation:g}, {len(self)} images, "
                 f"{self.size}x{self.size}, seed {self.seed})")
 
     def __len__(self) -> int:
@@ -206,14 +274,14 @@ class SpuriousBackgrounds(Dataset):
 
 
 def write_npz(path: str | os.PathLike, correlation: float = 0.95, size: int = 32, seed: int = 0,
-              sizes: dict[str, int] | None = None) -> Path:
+              sizes: dict[str, int] | None = None, cue: str = "colour") -> Path:
     """Generate every split and write them atomically to one ``.npz`` (keys ``<split>_<array>``)."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     arrays = {}
     for split in SPLITS:
-        dataset = SpuriousBackgrounds(split, correlation, sizes[split], size, seed)
+        dataset = SpuriousBackgrounds(split, correlation, sizes[split], size, seed, cue)
         arrays.update({f"{split}_{name}": value for name, value in asdict(dataset.arrays).items()})
-    settings = {"correlation": float(correlation), "size": size, "seed": seed, "sizes": sizes}
+    settings = {"correlation": float(correlation), "size": size, "seed": seed, "sizes": sizes, "cue": cue}
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -222,9 +290,10 @@ def write_npz(path: str | os.PathLike, correlation: float = 0.95, size: int = 32
 
 
 def run_make_spurious(args: argparse.Namespace) -> int:
-    out = Path(args.out) / f"spurious_rho{args.correlation:g}_size{args.size}_seed{args.seed}.npz"
-    write_npz(out, args.correlation, args.size, args.seed)
-    print(f"wrote {out}: SpuriousBackgrounds (rho={args.correlation:g}) splits "
+    cue = "" if args.cue == "colour" else f"_{args.cue}"
+    out = Path(args.out) / f"spurious{cue}_rho{args.correlation:g}_size{args.size}_seed{args.seed}.npz"
+    write_npz(out, args.correlation, args.size, args.seed, cue=args.cue)
+    print(f"wrote {out}: SpuriousBackgrounds (cue {args.cue}, rho={args.correlation:g}) splits "
           + ", ".join(f"{split} {n}" for split, n in DEFAULT_SIZES.items()))
     return 0
 
@@ -233,7 +302,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("make-spurious", help="write the SpuriousBackgrounds benchmark to an .npz",
                                    description=__doc__.splitlines()[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", required=True, help="folder for spurious_rho<R>_size<S>_seed<N>.npz")
+    parser.add_argument("--out", required=True,
+                        help="folder for spurious[_<cue>]_rho<R>_size<S>_seed<N>.npz (no cue part for colour)")
+    parser.add_argument("--cue", choices=CUES, default="colour", help="what the background group decides")
     parser.add_argument("--correlation", type=float, default=0.95, help="rho: P(background group = class)")
     parser.add_argument("--size", type=int, default=32, help="image height = width")
     parser.add_argument("--seed", type=int, default=0)
