@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from flowaug.flow import DecoupledFlow, get_preset, save_flow
 
@@ -19,6 +21,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Tests use tiny models, where intra-op threads only add overhead, and several tests start
 # worker processes; one thread each keeps a 2-core CI machine from oversubscribing.
 torch.set_num_threads(1)
+
+# Property-based tests (hypothesis): derandomised and bounded in CI (the default profile), more
+# examples locally with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -141,3 +141,15 @@ def test_colour_flow_short_path_equals_decoding_the_semantic_latent(colour_flow,
 def test_recolour_refuses_a_flow_whose_code_enters_the_glow(tiny_flow, images):
     with pytest.raises(ValueError, match="conditioning='colour'"):
         tiny_flow.recolour(images, torch.zeros(8, 4), torch.zeros(8, 4))
+
+
+def test_regional_module_docstring_example_runs():
+    import textwrap
+
+    import flowaug.augmentation.regional as module
+
+    example = textwrap.dedent(module.__doc__.split("Example::\n", 1)[1])
+    namespace: dict = {}
+    exec(compile(example, "flowaug/augmentation/regional.py", "exec"), namespace)
+    masks, x, out = namespace["masks"], namespace["x"], namespace["background_only"]
+    assert torch.equal(out[masks.bool().expand_as(x)], x[masks.bool().expand_as(x)])
