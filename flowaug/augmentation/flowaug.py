@@ -202,13 +202,19 @@ class FlowAug(DonorAugmentation):
         if original_size != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0.0, 1.0)
         rows = None if self.cache is None else self.cache.lookup(images)  # once per call, for images and donors
-        if self.flow.code_enters_colour_only:
-            own = self._nuisance_of(images, selected, rows)
-            nuisance = self._new_nuisance(images, selected, own, params, rows)
+        donors = None if self.mode == "prior" else params.donor[selected]
+        if self.flow.code_enters_colour_only:  # each image that gives or takes a code is encoded once
+            needed = selected if donors is None else torch.unique(torch.cat([selected, donors]))
+            codes = images.new_zeros(images.shape[0], self.flow.config.nuisance_dim)
+            codes[needed.to(images.device)] = self._nuisance_of(images, needed, rows)
+            own = codes[selected.to(images.device)]
+            donor_codes = None if donors is None else codes[donors.to(images.device)]
+            nuisance = self._new_nuisance(selected, own, donor_codes, params)
             decoded, log_det_change = self.flow.recolour(images[selected.to(images.device)], own, nuisance)
         else:
             latents, own_log_det = self._latents_of(images, selected, rows)
-            nuisance = self._new_nuisance(images, selected, latents.nuisance, params, rows)
+            donor_codes = None if donors is None else self._nuisance_of(images, donors, rows)
+            nuisance = self._new_nuisance(selected, latents.nuisance, donor_codes, params)
             decoded, new_log_det = self.flow.decode(Latents(latents.semantic, nuisance), with_log_det=True)
             log_det_change = new_log_det - own_log_det
         extra_bits = log_det_change / (self.flow.num_dims * math.log(2))
@@ -242,13 +248,13 @@ class FlowAug(DonorAugmentation):
             return self.cache.nuisance[rows[which].to(self.cache.nuisance.device)].to(images.device)
         return self.flow.encode_nuisance(images[which], validate=False)
 
-    def _new_nuisance(self, images: Tensor, selected: Tensor, own: Tensor, params: FlowAugParams,
-                      rows: Tensor | None) -> Tensor:
-        """(S, d) nuisance codes for the selected images according to ``mode``."""
+    def _new_nuisance(self, selected: Tensor, own: Tensor, donor_codes: Tensor | None,
+                      params: FlowAugParams) -> Tensor:
+        """(S, d) nuisance codes for the selected images according to ``mode``, from their own codes
+        and their donors' (S, d) (None in prior mode)."""
         if self.mode == "prior":
             base = params.prior_noise[selected].to(own.device) * self.temperature
             return self.flow.nuisance_from_noise(base).to(own.dtype)
-        donor_codes = self._nuisance_of(images, params.donor[selected], rows)
         if self.mode == "swap":
             return donor_codes
         weight = params.mix_weight[selected].to(own.device)[:, None]
