@@ -32,18 +32,30 @@ def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
     of interleaving its writes. The lock is an ``flock`` on ``folder/.flowaug.lock``: the operating
     system releases it when the holder exits, however it exits, so a crashed run never leaves the
     folder stuck. Once claimed, temporary files that a killed writer left behind (``.*.tmp`` from
-    :func:`atomic_path`) are removed: nobody else can be writing them.
+    :func:`atomic_path`) are removed: nobody else can be writing them. The lock file is removed
+    when the block ends (a claimer that locked a removed file sees that and locks the new one).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FlowaugError(f"{folder} is a file, not a run folder; choose another output folder")
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / RUN_LOCK_NAME, "a+") as handle:
+    lock = folder / RUN_LOCK_NAME
+    while True:
+        handle = open(lock, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunFolderBusyError(f"{folder} is in use by another flowaug process (pid in {handle.name}); "
+            handle.close()
+            raise RunFolderBusyError(f"{folder} is in use by another flowaug process (pid in {lock}); "
                                      f"wait for it to finish or choose another output folder") from None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()  # the holder before us removed the file it had locked: lock the new one
+    with handle:
         for orphan in folder.glob(".*.tmp"):
             orphan.unlink(missing_ok=True)
         handle.seek(0)
@@ -53,6 +65,7 @@ def claim_run_folder(folder: str | os.PathLike) -> Iterator[Path]:
         try:
             yield folder
         finally:
+            lock.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -231,6 +231,16 @@ def test_a_second_process_cannot_claim_a_busy_run_folder(tmp_path):
         assert result.returncode != 0 and RunFolderBusyError.__name__ in result.stderr
 
 
+def test_a_finished_claim_leaves_no_lock_file_and_the_folder_can_be_claimed_again(tmp_path):
+    run = tmp_path / "run"
+    with claim_run_folder(run):
+        assert (run / ".flowaug.lock").is_file()
+    assert not (run / ".flowaug.lock").exists()
+    with claim_run_folder(run):
+        pass
+    assert list(run.iterdir()) == []
+
+
 def test_claiming_a_folder_removes_temporary_files_a_killed_writer_left(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
