@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from flowaug.arguments import HelpFormatter
 from flowaug.errors import FlowaugError
 
 # Modules that each register one top-level subcommand via ``add_subcommand``.
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flowaug import __version__
 
     parser = argparse.ArgumentParser(prog="flowaug", description=DESCRIPTION,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"flowaug {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in SUBCOMMAND_MODULES:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from flowaug.arguments import positive_int
+from flowaug.arguments import HelpFormatter, positive_int
 from flowaug.data import ALL_CORRUPTIONS, CIFAR10, CIFAR10_1, CIFAR100, CIFAR100B, CIFAR10B, CIFARC, ArrayDataset
 from flowaug.data.cifar_c import C_DIRS, SEVERITIES, cifar_c_dir
 from flowaug.data.spurious import DEFAULT_SIZES, NUM_GROUPS, SHAPES, SpuriousBackgrounds
@@ -307,7 +307,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``flowaug evaluate``."""
     parser = subparsers.add_parser("evaluate", help="evaluate a classifier checkpoint on clean/B/C/10.1 suites",
-                                   description=run_cli.__doc__)
+                                   description=run_cli.__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="classifier checkpoint (save_classifier) or registry name, e.g. cifar10-classifier")
     parser.add_argument("--suites", nargs="+", default=["clean", "cifar10b"], choices=list(SUITES))

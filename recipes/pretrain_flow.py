@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from flowaug.arguments import HelpFormatter
 from flowaug.pretraining import PretrainConfig, pretrain
 
 DATASET = "cifar10"        # or cifar100, folder:PATH, npz:PATH
@@ -33,7 +34,7 @@ CHECKPOINT_EVERY = 300     # steps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--data-root", help="folder with cifar-10-batches-py/ or cifar10/cifar10_jpeg_q75.npz")
     parser.add_argument("--out", default="runs/flow-cpu-small")
     parser.add_argument("--time-limit", type=float, help="minutes; stop with a checkpoint, continue with --resume")

@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from matplotlib.figure import Figure
 
+from flowaug.arguments import HelpFormatter
 from flowaug.fileio import atomic_path, atomic_write_text
 
 RECIPES_DIR = Path(__file__).resolve().parent
@@ -336,7 +337,7 @@ def publish(sweep: Sweep) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", type=Path, default=Path(__file__).with_name("sweep_cpu.json"))
     parser.add_argument("--aggregate-only", action="store_true", help="do not train; aggregate published runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from flowaug.arguments import non_negative_int, positive_int
+from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
 from flowaug.augmentation import FlowAug, reseed
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
@@ -97,7 +97,7 @@ DEFAULT_THREADS = 1        # torch CPU threads unless FLOWAUG_THREADS says other
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--aug", default="standard,flowaug",
                         help="augmentation(s), comma-separated: see flowaug.augmentation.baselines")
     parser.add_argument("--profile", default="quick", choices=list(PROFILES),

@@ -24,6 +24,7 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 
+from flowaug.arguments import HelpFormatter
 from flowaug.augmentation import Compose
 from flowaug.augmentation.baselines import CropFlip, GlobalRNGOp
 from flowaug.data import load_cifar, resolve_data_root
@@ -50,7 +51,7 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, dev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--data-root", default=None, help="data root (default: $FLOWAUG_DATA)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowaug.arguments import positive_int
+from flowaug.arguments import HelpFormatter, positive_int
 from flowaug.augmentation import FlowAug, RegionalColourSwap
 from flowaug.augmentation.baselines import AUGMENTATIONS, AugmentContext
 from flowaug.data.spurious import CUES, SpuriousBackgrounds
@@ -236,7 +236,7 @@ def headline(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")

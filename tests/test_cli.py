@@ -1,6 +1,8 @@
 """The flowaug command: numbers are validated where they are typed, --version."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -53,3 +55,14 @@ def test_grid_labels_its_rows_and_reads_the_benchmark_and_image_folders(tiny_flo
                  "--mode", "prior", "--per-image", "2", "--zoom", "6", "--out", str(tmp_path / "f.png")]) == 0
     assert Image.open(tmp_path / "f.png").size[0] > small[0], "a larger zoom draws larger tiles"
     assert "image folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["pretrain", "make-cifar-c", "make-spurious", "evaluate", "grid", "explain"])
+def test_help_texts_show_no_markup_and_each_default_once(command, capsys):
+    from flowaug.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "(default: None)" not in text and not re.search(r"[a-z)]\.\.(\s|$)", text)
+    assert not any(line.count("(default") > 1 for line in text.replace("\n                       ", " ").splitlines())

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from flowaug.arguments import positive_int
+from flowaug.arguments import HelpFormatter, positive_int
 from flowaug.attribution.fido import SAMPLERS, fido, make_infill
 from flowaug.attribution.scores import background_reliance, centre_square, region_auc, region_iou
 from flowaug.data.sources import load_image_sample
@@ -90,7 +90,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("explain", help="FIDO attribution maps of a classifier (PNG grid + JSON)",
                                    description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="classifier checkpoint path or registry name")
     parser.add_argument("--images", default="spurious:test_shift",
                         help="spurious[:SPLIT] (exact masks) | cifar10 | cifar100 (test split) | folder:PATH")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from flowaug.arguments import non_negative_int, positive_int
+from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
 from flowaug.augmentation.flowaug import FlowAug
 from flowaug.augmentation.params import MODES
 from flowaug.data.sources import load_image_sample
@@ -59,7 +59,7 @@ def run_grid(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("grid", help="save a labelled PNG of images beside their FlowAug augmentations",
                                    description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=HelpFormatter)
     parser.add_argument("--flow", default="cifar10", help="registry name or flow checkpoint path")
     parser.add_argument("--images-from", default="cifar10",
                         help="cifar10 | cifar100 (test split) | spurious[:SPLIT] | folder:PATH")

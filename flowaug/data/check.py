@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from flowaug.arguments import HelpFormatter
 from flowaug.data.cifar import CIFAR_SPECS, READ_ERRORS
 from flowaug.data.cifar101 import CIFAR10_1_DIR, CIFAR10_1_URL
 from flowaug.data.cifar_b import ANNOTATION_SPECS, AUTHORS_REPO
@@ -191,7 +192,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``flowaug data check``."""
-    data = subparsers.add_parser("data", help="inspect the datasets under a data root")
+    data = subparsers.add_parser("data", help="inspect the datasets under a data root",
+                                 formatter_class=HelpFormatter)
     actions = data.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="table of datasets found, sizes and checksums")
     check.add_argument("--data-root", default=None,

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from flowaug.arguments import non_negative_int, positive_int
+from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
 from flowaug.data.cifar import load_cifar
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
 from flowaug.data.corruptions import default_frost_dir, get_corruption, load_frost_textures
@@ -250,7 +250,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register ``make-cifar-c``."""
     parser = subparsers.add_parser(
         "make-cifar-c", help="generate CIFAR-10-C / CIFAR-100-C in the official layout",
-        description=__doc__.split("\n\n")[0].replace("``", ""),
+        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
     )
     parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
     parser.add_argument("--data-root", default=None, help="data root with the CIFAR test set (default $FLOWAUG_DATA)")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from flowaug.arguments import HelpFormatter
 from flowaug.data.base import to_float_chw
 from flowaug.errors import DataFormatError, DatasetNotFoundError
 from flowaug.fileio import atomic_path
@@ -301,7 +302,7 @@ def run_make_spurious(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("make-spurious", help="write the SpuriousBackgrounds benchmark to an .npz",
                                    description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=HelpFormatter)
     parser.add_argument("--out", required=True,
                         help="folder for spurious[_<cue>]_rho<R>_size<S>_seed<N>.npz (no cue part for colour)")
     parser.add_argument("--cue", choices=CUES, default="colour", help="what the background group decides")
