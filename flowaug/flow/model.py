@@ -276,7 +276,8 @@ class DecoupledFlow(nn.Module):
 
         x: (B,3,S,S) float in [0, 1]. Returns the images (B,3,S,S), NOT clamped, and the change of
         the decode's log|det dx/d eps| (B,) in nats (new code minus own), which is the log-determinant
-        of this map. Equals the full decode within float32 round-off (~3e-6)."""
+        of this map. Exact where the full decode carries the Glow's round-trip error (at most 2.3e-5
+        on 256 CIFAR-10 test images with ``cifar10``)."""
         if self.colour is None:
             raise ValueError("recolour needs a flow whose code enters only its colour map "
                              "(conditioning='colour'); decode the semantic latent for other flows")
