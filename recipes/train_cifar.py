@@ -46,6 +46,7 @@ from flowaug.errors import DatasetNotFoundError, FlowaugError
 from flowaug.evaluation import SUITES, evaluate
 from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
+from flowaug.pretrained import load_model
 from flowaug.seeding import seeded_generator
 from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
     run_progress, save_train_state, to_float_images, train_epoch
@@ -119,7 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flowaug-cache", action=argparse.BooleanOptionalAction,
                         help="encode the training set once (float32 latent cache, 614 MB for CIFAR-10) so FlowAug "
                              "only decodes per step; the same augmentation up to float rounding (default: profile; "
-                             "ignored without flowaug in --aug)")
+                             "ignored without flowaug in --aug and for a colour flow such as cifar10, which "
+                             "decodes no semantic latent)")
     parser.add_argument("--flow", default=FLOW, help="FlowAug's flow: registry name or checkpoint path")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/train_cifar/<profile>/<aug>-s<seed>)")
     parser.add_argument("--stop-after", type=positive_int, help="stop after this epoch (checkpointed; run the same command "
@@ -234,8 +236,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
               f"{args.epochs} epochs, {world_size} process(es) on {device} with {torch.get_num_threads()} CPU "
               f"thread(s) (FLOWAUG_THREADS), out {out}", flush=True)
-    cache_images = to_float_images(x_all) if args.flowaug_cache else None  # FlowAug sees untouched images
-    augment = build_augment(args.aug, AugmentContext(num_classes, args.flow, FLOWAUG_P, FLOWAUG_MODE, device,
+    flow = load_model(args.flow, kind="flow") if "flowaug" in aug_names else args.flow
+    build_cache = args.flowaug_cache and not flow.code_enters_colour_only  # a colour flow needs none
+    cache_images = to_float_images(x_all) if build_cache else None  # FlowAug sees untouched images
+    augment = build_augment(args.aug, AugmentContext(num_classes, flow, FLOWAUG_P, FLOWAUG_MODE, device,
                                                      args.aug_workers, cache_images))
     del cache_images
     torch.manual_seed(args.seed)  # the model's initial weights

@@ -72,12 +72,12 @@ def pattern_fields(groups: np.ndarray, size: int, rng: np.random.Generator) -> n
     def wave(coordinate: np.ndarray, period: float, which: int = 0) -> np.ndarray:
         return np.sin(2 * math.pi * coordinate / (period * jitter) + phase[:, which])
 
-    def lattice(period: float, width: float) -> tuple[np.ndarray, np.ndarray]:  # distance to the lines
+    def lattice(period: float) -> tuple[np.ndarray, np.ndarray]:  # distance to the lines
         u = (along(0) / jitter + phase[:, 0] / (2 * math.pi) * period) % period
         v = (along(90) / jitter + phase[:, 1] / (2 * math.pi) * period) % period
         return np.minimum(u, period - u), np.minimum(v, period - v)
 
-    du, dv = lattice(6.0, 1.0)
+    du, dv = lattice(6.0)
     rings = np.hypot(xx - centre[:, 0], yy - centre[:, 1])
     families = np.stack([
         np.sign(wave(along(0), 4.0)),
