@@ -197,8 +197,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     env = dict(os.environ, **({"FLOWAUG_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)} if threads else {}))
     pending = []
-    for method in sweep.methods:
-        for seed in sweep.seeds:
+    for seed in sweep.seeds:  # seed-major: a sweep stopped early has every method at the same seeds
+        for method in sweep.methods:
             if sweep.published_report(method, seed).is_file() or publish_run(sweep, method, seed):
                 print(f"skip {method} seed {seed} (published: {sweep.published_report(method, seed)})")
             else:
