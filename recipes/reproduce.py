@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -39,10 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from flowaug.arguments import HelpFormatter
 from flowaug.fileio import atomic_path, atomic_write_text
+from flowaug.intervals import BOOTSTRAP_RESAMPLES, LEVEL, bootstrap_subgroup_metrics, mean_interval, paired_difference
 
 RECIPES_DIR = Path(__file__).resolve().parent
 
@@ -54,6 +55,9 @@ def summarize_cifar(report: dict[str, Any]) -> dict[str, Any]:
     subgroups = suites.get(f"{dataset}b", {})
     corrupted = suites.get(f"{dataset}c")
     shifted = suites.get("cifar10.1")
+    test_noise = bootstrap_subgroup_metrics(
+        np.array(subgroups["class_subgroup_accuracy"], dtype=np.float64),  # None (empty cell) -> NaN
+        np.array(subgroups["class_subgroup_counts"])) if subgroups else {}
     return {
         "clean_accuracy": suites["clean"]["accuracy"],
         "macro_std": subgroups.get("macro_std"),
@@ -64,6 +68,7 @@ def summarize_cifar(report: dict[str, Any]) -> dict[str, Any]:
         "augment_minutes": report["timing"]["augment_seconds"] / 60.0,
         "hardware": report.get("hardware", {}).get("device", "unrecorded"),
         "subgroup_accuracy": subgroups.get("subgroup_accuracy", {}),
+        "test_noise": test_noise,
         "description": suites["clean"]["description"],
     }
 
@@ -85,6 +90,7 @@ def summarize_spurious(report: dict[str, Any]) -> dict[str, Any]:
         "train_minutes": report["timing"]["train_seconds"] / 60.0,
         "hardware": report.get("hardware", {}).get("device", "unrecorded"),
         "subgroup_accuracy": shifted["subgroup_accuracy"],
+        "test_noise": {},
         "description": shifted["description"],
     }
 
@@ -98,6 +104,7 @@ class Recipe:
     summarize: Callable[[dict[str, Any]], dict[str, Any]]
     metrics: dict[str, tuple[str, str]]   # summary key -> (table header, format)
     axes: tuple[str, str]                 # the plot's x and y summary keys
+    paired: tuple[str, ...]               # summary keys compared with the control method seed by seed
     caption: str
     subgroup_caption: str
 
@@ -110,6 +117,7 @@ RECIPES = {
          "cifar10_1_accuracy": ("CIFAR-10.1 acc (%)", ".2f"), "train_minutes": ("train wall time (min)", ".1f"),
          "augment_minutes": ("of which augmentation (min)", ".1f")},
         ("clean_accuracy", "macro_std"),
+        ("clean_accuracy", "macro_std", "worst_group_accuracy", "cifar_c_accuracy"),
         "CIFAR-C = mean over the 15 benchmark corruptions x 5 severities.",
         "Accuracy (%) per CIFAR-B background subgroup"),
     "spurious": Recipe(
@@ -120,6 +128,7 @@ RECIPES = {
          "predicted_worst_cell_accuracy": ("worst cell, predicted masks (%)", ".1f"),
          "mask_iou": ("mask IoU", ".3f"), "train_minutes": ("train wall time (min)", ".1f")},
         ("aligned_accuracy", "worst_cell_accuracy"),
+        ("accuracy", "conflicting_accuracy", "worst_cell_accuracy", "macro_std"),
         "test_shift fills every class x background-group cell equally; aligned = background group equals the "
         "class; worst cell = the lowest class x group cell (50 images each).",
         "Accuracy (%) on test_shift per background group"),
@@ -142,6 +151,7 @@ class Sweep:
     extra_args: list[str] = field(default_factory=list)
     recipe: str = "cifar"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> {"method": ..., "args": [...]}
+    control: str | None = None  # the row every other is compared with seed by seed (default: the first method)
 
     @classmethod
     def from_json(cls, path: Path) -> Sweep:
@@ -156,6 +166,8 @@ class Sweep:
                     or not isinstance(variant["method"], str) or not isinstance(variant["args"], list):
                 raise ValueError(f"{path}: variant {name!r} must be one of the methods and map to "
                                  '{"method": "<the recipe\'s method>", "args": [...]}')
+        if raw.get("control") is not None and raw["control"] not in raw.get("methods", []):
+            raise ValueError(f"{path}: control {raw['control']!r} must be one of the methods")
         return cls(**{**raw, "runs_dir": Path(raw["runs_dir"]),
                       "results_dir": Path(raw.get("results_dir", cls.results_dir))})
 
@@ -236,18 +248,10 @@ def run_sweep(sweep: Sweep, jobs: int = 1, threads: int | None = None, train_arg
     return started
 
 
-def mean_std(values: list[float | None]) -> dict[str, float | int | None]:
-    """Mean and sample std (n - 1) of the values that are not None; std None with fewer than 2."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"mean": None, "std": None, "n": 0}
-    mean = sum(present) / len(present)
-    std = math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1)) if len(present) > 1 else None
-    return {"mean": mean, "std": std, "n": len(present)}
-
-
 def aggregate(sweep: Sweep) -> dict[str, Any]:
-    """Per-run summaries and per-method mean/std over the finished seeds."""
+    """Per-run summaries; per method the mean, sample std and 95% interval over the finished seeds
+    (:func:`flowaug.intervals.mean_interval`), the paired difference from the control method by seed
+    (:func:`flowaug.intervals.paired_difference`) and the mean test-set noise of its runs."""
     methods: dict[str, Any] = {}
     description = None
     hardware: set[str] = set()
@@ -261,13 +265,24 @@ def aggregate(sweep: Sweep) -> dict[str, Any]:
                 description = description or runs[seed]["description"]
         if runs:
             subgroups = sorted({group for r in runs.values() for group in r["subgroup_accuracy"]}, key=int)
+            noise_keys = sorted({key for r in runs.values() for key in r["test_noise"]})
             methods[method] = {"seeds": sorted(runs), "runs": runs,
-                               **{key: mean_std([r[key] for r in runs.values()]) for key in sweep.spec.metrics},
-                               "subgroup_accuracy": {group: mean_std([r["subgroup_accuracy"].get(group)
-                                                                      for r in runs.values()])
-                                                     for group in subgroups}}
+                               **{key: mean_interval([r[key] for r in runs.values()]) for key in sweep.spec.metrics},
+                               "subgroup_accuracy": {group: mean_interval([r["subgroup_accuracy"].get(group)
+                                                                           for r in runs.values()])
+                                                     for group in subgroups},
+                               "test_noise": {key: mean_interval([r["test_noise"][key]["std"] for r in runs.values()
+                                                                  if key in r["test_noise"]])["mean"]
+                                              for key in noise_keys}}
+    control = sweep.control or sweep.methods[0]
+    for method, entry in methods.items():
+        if method != control and control in methods:
+            entry["paired"] = {key: paired_difference({s: r[key] for s, r in entry["runs"].items()},
+                                                      {s: r[key] for s, r in methods[control]["runs"].items()})
+                               for key in sweep.spec.paired}
     return {"name": sweep.name, "recipe": sweep.recipe, "profile": sweep.profile, "data": description,
-            "hardware": sorted(hardware), "methods": methods}
+            "hardware": sorted(hardware), "control": control, "level": LEVEL,
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "methods": methods}
 
 
 def _cell(stats: dict[str, Any], fmt: str) -> str:
@@ -297,7 +312,90 @@ def markdown_table(results: dict[str, Any]) -> str:
         for method, entry in results["methods"].items():
             cells = [_cell(entry["subgroup_accuracy"].get(group, {"mean": None}), ".1f") for group in subgroups]
             lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    lines += interval_tables(results)
     return "\n".join(lines) + "\n"
+
+
+def _interval(stats: dict[str, Any], fmt: str) -> str:
+    if stats["mean"] is None:
+        return "n/a"
+    if stats["low"] is None:
+        return format(stats["mean"], fmt)
+    return f"{format(stats['mean'], fmt)} [{format(stats['low'], fmt)}, {format(stats['high'], fmt)}]"
+
+
+def interval_tables(results: dict[str, Any]) -> list[str]:
+    """Markdown lines: the 95% intervals of the recipe's paired metrics, the paired differences from
+    the control and (where the recipe bootstraps) test-set noise beside seed noise; empty when no
+    method has two seeds."""
+    if not any(len(entry["seeds"]) > 1 for entry in results["methods"].values()):
+        return []
+    recipe = RECIPES[results.get("recipe", "cifar")]
+    level, control = f"{100 * results['level']:.0f}%", results["control"]
+    headers = [recipe.metrics[key][0] for key in recipe.paired]
+    lines = ["", f"Mean and {level} confidence interval over seeds (Student t, n - 1 degrees of freedom):", "",
+             "| method | seeds | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
+    for method, entry in results["methods"].items():
+        cells = [_interval(entry[key], recipe.metrics[key][1]) for key in recipe.paired]
+        lines.append(f"| `{method}` | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paired difference from `{control}` (method minus `{control}`, seed by seed: same seed = same "
+                  f"initial weights and data order), mean and {level} interval over the seeds both have; **bold** "
+                  f"where the interval excludes 0, everything else is no difference shown:", "",
+              "| method | seeds paired | " + " | ".join(f"Δ {header}" for header in headers) + " |",
+              "|" + "---|" * (len(headers) + 2)]
+    for method, entry in results["methods"].items():
+        if "paired" not in entry:
+            continue
+        cells = []
+        for key in recipe.paired:
+            text = _interval(entry["paired"][key], "+.2f")
+            cells.append(f"**{text}**" if entry["paired"][key]["excludes_zero"] else text)
+        seeds = entry["paired"][recipe.paired[0]]["seeds"]
+        lines.append(f"| `{method}` | {len(seeds)} | " + " | ".join(cells) + " |")
+    noise = [key for key in recipe.paired if any(key in e["test_noise"] for e in results["methods"].values())]
+    if noise:
+        lines += ["", f"Test-set noise beside training noise: the std over {results['bootstrap_resamples']:,} "
+                      "bootstrap resamples of one run's test predictions (drawn with replacement within every class "
+                      "x subgroup cell), averaged over the method's runs, and the std over seeds (one fixed test set, so "
+                      "training only). The intervals above are over seeds on this test set; the test-set std says "
+                      "how far a method's number would move on another test set of the same size (less for a "
+                      "difference between two methods, which are scored on the same images):", "",
+                  "| method | " + " | ".join(f"{recipe.metrics[key][0]}: std over seeds | test-set std"
+                                            for key in noise) + " |",
+                  "|" + "---|" * (2 * len(noise) + 1)]
+        for method, entry in results["methods"].items():
+            cells = []
+            for key in noise:
+                seed_std, test_std = entry[key]["std"], entry["test_noise"].get(key)
+                cells += ["n/a" if seed_std is None else f"{seed_std:.2f}", "n/a" if test_std is None else f"{test_std:.2f}"]
+            lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_plot(results: dict[str, Any], path: Path) -> None:
+    """PNG: one panel per paired metric, each method's paired difference from the control with its
+    interval and a line at 0."""
+    recipe = RECIPES[results.get("recipe", "cifar")]
+    compared = [(method, entry["paired"]) for method, entry in results["methods"].items() if "paired" in entry]
+    figure = Figure(figsize=(3.2 * len(recipe.paired), 0.5 * len(compared) + 1.6))
+    for axes, key in zip(figure.subplots(1, len(recipe.paired), sharey=True, squeeze=False)[0], recipe.paired):
+        for row, (method, paired) in enumerate(compared):
+            stats = paired[key]
+            if stats["mean"] is None:
+                continue
+            error = None if stats["low"] is None else [[stats["mean"] - stats["low"]], [stats["high"] - stats["mean"]]]
+            axes.errorbar(stats["mean"], row, xerr=error, fmt="o", capsize=3,
+                          color="tab:red" if stats["excludes_zero"] else "tab:blue")
+        axes.axvline(0.0, color="black", linewidth=0.8)
+        axes.set_yticks(range(len(compared)), [method for method, _ in compared], fontsize=8)
+        axes.set_title(f"Δ {recipe.metrics[key][0]}", fontsize=9)
+        axes.grid(alpha=0.3)
+    axes.invert_yaxis()  # shared: the first method on top, as in the tables
+    figure.suptitle(f"{results['name']}: paired difference from {results['control']} by seed, "
+                    f"{100 * results['level']:.0f}% intervals (red: excludes 0); {results['data']}", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
 
 
 def headline_plot(results: dict[str, Any], path: Path) -> None:
@@ -332,7 +430,11 @@ def publish(sweep: Sweep) -> dict[str, Any]:
     atomic_write_text(json.dumps(results, indent=2) + "\n", base.with_suffix(".json"))
     atomic_write_text(markdown_table(results), base.with_suffix(".md"))
     headline_plot(results, base.with_suffix(".png"))
-    print(f"wrote {base}.json, .md and .png ({len(results['methods'])} method(s))")
+    written = ".md and .png"
+    if any("paired" in entry for entry in results["methods"].values()):
+        paired_plot(results, base.with_name(f"{base.name}_paired.png"))
+        written = f".md, .png and {base.name}_paired.png"
+    print(f"wrote {base}.json, {written} ({len(results['methods'])} method(s))")
     return results
 
 

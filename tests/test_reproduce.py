@@ -20,10 +20,12 @@ def reproduce() -> ModuleType:
 
 
 def fake_report(clean: float, macro_std: float, worst: float, c_mean: float | None, seconds: float) -> dict:
-    """The parts of a train_cifar.py report.json that the aggregation reads (two subgroups)."""
+    """The parts of a train_cifar.py report.json that the aggregation reads (two classes x two subgroups)."""
     suites = {"clean": {"accuracy": clean, "description": DATA},
               "cifar10b": {"accuracy": clean, "macro_std": macro_std, "worst_group": {"subgroup_accuracy": worst},
-                           "subgroup_accuracy": {"0": worst, "1": clean}}}
+                           "subgroup_accuracy": {"0": worst, "1": clean},
+                           "class_subgroup_accuracy": [[worst, clean], [worst, clean]],
+                           "class_subgroup_counts": [[50, 50], [50, 50]]}}
     if c_mean is not None:
         suites["cifar10c"] = {"summary": {"benchmark": {"mean": c_mean}}}
     return {"dataset": "cifar10", "suites": suites, "timing": {"train_seconds": seconds, "augment_seconds": seconds / 4},
@@ -52,11 +54,16 @@ def test_aggregates_mean_and_sample_std_over_seeds(reproduce, sweep):
     results = reproduce.publish(sweep)
     standard, flowaug = results["methods"]["standard"], results["methods"]["standard,flowaug"]
     assert standard["seeds"] == [0, 1] and flowaug["seeds"] == [0]
-    assert standard["clean_accuracy"] == {"mean": 81.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+    half = 12.7062 * 2 ** 0.5 / 2 ** 0.5  # Student t quantile 0.975 at 1 degree of freedom
+    assert standard["clean_accuracy"] == {"mean": 81.0, "std": pytest.approx(2 ** 0.5), "n": 2,
+                                          "low": pytest.approx(81.0 - half, abs=1e-3),
+                                          "high": pytest.approx(81.0 + half, abs=1e-3)}
     assert standard["macro_std"]["mean"] == 12.0 and standard["macro_std"]["std"] == pytest.approx(8 ** 0.5)
     assert standard["train_minutes"]["mean"] == 11.0
-    assert flowaug["worst_group_accuracy"] == {"mean": 70.0, "std": None, "n": 1}
-    assert flowaug["cifar_c_accuracy"] == {"mean": None, "std": None, "n": 0}
+    assert flowaug["worst_group_accuracy"] == {"mean": 70.0, "std": None, "n": 1, "low": None, "high": None}
+    assert flowaug["cifar_c_accuracy"] == {"mean": None, "std": None, "n": 0, "low": None, "high": None}
+    assert flowaug["paired"]["clean_accuracy"]["seeds"] == [0] and not flowaug["paired"]["clean_accuracy"]["excludes_zero"]
+    assert 0 < standard["test_noise"]["macro_std"] and 0 < standard["test_noise"]["worst_group_accuracy"]
     assert results["data"] == DATA
     table = (sweep.results_dir / "toy.md").read_text()
     assert ("| `standard` | 2 | 81.00 ± 1.41 | 12.00 ± 2.83 | 62.00 ± 2.83 | 52.00 ± 2.83 | n/a | 11.0 ± 1.4 "
@@ -66,6 +73,35 @@ def test_aggregates_mean_and_sample_std_over_seeds(reproduce, sweep):
     assert DATA in table and "trained on: toy CPU" in table
     assert json.loads((sweep.results_dir / "toy.json").read_text()) == json.loads(json.dumps(results))
     assert (sweep.results_dir / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| `standard` | 2 | 81.00 [68.29, 93.71] |" in table, "interval table"
+
+
+def test_paired_differences_are_bold_only_where_the_interval_excludes_zero(reproduce, tmp_path):
+    config = {"name": "pairs", "profile": "smoke", "methods": ["standard", "standard,flowaug"], "seeds": [0, 1, 2],
+              "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"), "control": "standard"}
+    (tmp_path / "sweep.json").write_text(json.dumps(config))
+    sweep = reproduce.Sweep.from_json(tmp_path / "sweep.json")
+    for seed, (clean, worst) in enumerate([(80.0, 60.0), (82.0, 66.0), (81.0, 63.0)]):
+        for method, gain, swing in (("standard", 0.0, 0.0), ("standard,flowaug", 1.0 + 0.1 * seed, (-4.0, 5.0, -2.0)[seed])):
+            out = sweep.run_dir(method, seed)
+            out.mkdir(parents=True)
+            report = fake_report(clean + gain, 10.0, worst + swing, 50.0, 60.0)
+            (out / "report.json").write_text(json.dumps(report))
+    results = reproduce.publish(sweep)
+    paired = results["methods"]["standard,flowaug"]["paired"]
+    assert paired["clean_accuracy"]["seeds"] == [0, 1, 2] and paired["clean_accuracy"]["excludes_zero"]
+    assert paired["clean_accuracy"]["std"] == pytest.approx(0.1) and paired["clean_accuracy"]["mean"] == pytest.approx(1.1)
+    assert not paired["worst_group_accuracy"]["excludes_zero"] and not paired["macro_std"]["excludes_zero"]
+    table = (sweep.results_dir / "pairs.md").read_text()
+    assert "| `standard,flowaug` | 3 | **+1.10 [+0.85, +1.35]** | +0.00 [+0.00, +0.00] | -0.33 [" in table
+    assert (sweep.results_dir / "pairs_paired.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_control_outside_the_methods_is_named(reproduce, tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "x", "profile": "cpu", "methods": ["standard"],
+                                                   "seeds": [0], "runs_dir": "r", "control": "flowaug"}))
+    with pytest.raises(ValueError, match="control 'flowaug' must be one of the methods"):
+        reproduce.Sweep.from_json(tmp_path / "bad.json")
 
 
 class FakeTraining:
