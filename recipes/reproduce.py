@@ -66,6 +66,7 @@ def summarize_cifar(report: dict[str, Any]) -> dict[str, Any]:
         "cifar10_1_accuracy": shifted["accuracy"] if shifted else None,
         "train_minutes": report["timing"]["train_seconds"] / 60.0,
         "augment_minutes": report["timing"]["augment_seconds"] / 60.0,
+        "wall_minutes": report["timing"].get("this_process_wall_seconds", 0.0) / 60.0,
         "hardware": report.get("hardware", {}).get("device", "unrecorded"),
         "subgroup_accuracy": subgroups.get("subgroup_accuracy", {}),
         "test_noise": test_noise,

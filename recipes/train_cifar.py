@@ -11,15 +11,15 @@ how each draws per sample: :mod:`flowaug.augmentation.baselines`). The run folde
 ``model.pt`` (:func:`flowaug.save_classifier`) and ``report.json``: the :func:`flowaug.evaluate`
 report (clean accuracy; CIFAR-B subgroup accuracies, MacroStd, worst group; CIFAR-C from the official
 files under the data root or ``--c-dir``, else generated first by ``flowaug make-cifar-c`` from the
-first ``--c-limit`` test images unless ``--no-make-c``; CIFAR-10.1 when present) plus
-the wall time split into data, augmentation, model and evaluation; CIFAR-C files it generates go
-under ``--out`` too. ``FLOWAUG_THREADS`` sets torch's CPU threads (default: 1, printed at the start).
+first ``--c-limit`` test images unless ``--no-make-c``, once per data root, image count and seed
+into the shared cache (:func:`flowaug.data.make_cifar_c.shared_cifar_c_dir`) so later runs reuse it;
+CIFAR-10.1 when present) plus the wall time split into data, augmentation, model and evaluation.
+``FLOWAUG_THREADS`` sets torch's CPU threads (default: 1, printed at the start).
 One progress bar covers the whole training run, with an ETA smoothed over many steps.
 """
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -41,7 +41,7 @@ from flowaug.augmentation import FlowAug, reseed
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
-from flowaug.data.make_cifar_c import generate_from_test_split
+from flowaug.data.make_cifar_c import generate_once, shared_cifar_c_dir
 from flowaug.errors import DatasetNotFoundError, FlowaugError
 from flowaug.evaluation import SUITES, evaluate
 from flowaug.fileio import atomic_write_text, claim_run_folder
@@ -66,20 +66,18 @@ class Profile:
     amp: bool
     channels_last: bool
     flowaug_cache: bool = False  # encode the training set once; FlowAug then only decodes per step
-    expect: str = ""           # printed with the results: what a healthy run of this profile looks like
+    expect: str = ""           # printed with the results: what a healthy run of this profile looks like (for
+                               # quick, :func:`published_expectation` when the sweep published the settings)
 
 
-QUICK_EXPECT = ("measured on the 2-core development CPU (seed 0; 16 minutes alone, 17 beside one busy "
-                "process): clean 81.8%, CIFAR10-B MacroStd 4.82 and worst group 73.8%, CIFAR-10-C mean 69.4%; "
-                "other seeds will differ somewhat")
+PUBLISHED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cifar10b_cpu_quick_5seeds.json"
 PROFILES = {
     "smoke": Profile("small", epochs=2, batch_size=256, lr=0.2, train_images=4096, eval_limit=200,
                      c_limit=None, amp=False, channels_last=False,
                      expect="the smoke profile checks the pipeline, not the method: after 2 epochs on 4,096 images "
                             "expect roughly 20-35% clean accuracy, a worst group near 0% and a large MacroStd"),
     "quick": Profile("small", epochs=5, batch_size=256, lr=0.2, train_images=None, eval_limit=None,
-                     c_limit=1000, amp=False, channels_last=False, flowaug_cache=True,
-                     expect=QUICK_EXPECT),
+                     c_limit=1000, amp=False, channels_last=False, flowaug_cache=True),
     "cpu": Profile("small", epochs=10, batch_size=256, lr=0.2, train_images=None, eval_limit=None,
                    c_limit=1000, amp=False, channels_last=False),
     "gpu": Profile("resnet18", epochs=40, batch_size=512, lr=0.2, train_images=None, eval_limit=None,
@@ -129,10 +127,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-suites", nargs="+",
                         help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
     parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (official or from `flowaug make-cifar-c`); "
-                                                   "default: the official folder under the data root")
+                                                   "default: the official folder under the data root, else the shared cache folder "
+                                                   "($FLOWAUG_CACHE or ~/.cache/flowaug, cifar-c/)")
     parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
                         help="when the CIFAR-C folder has no files, generate them first with `flowaug make-cifar-c` "
-                             "(first --c-limit test images; default --c-dir <out>/cifar-c/<dataset>-first<N>)")
+                             "(first --c-limit test images; once per data root, image count and seed, shared by runs)")
     parser.add_argument("--eval-limit", type=positive_int, help="evaluate the first N images of every set (default: profile)")
     parser.add_argument("--c-limit", type=positive_int,
                         help="first N images of every CIFAR-C corruption x severity block (default: profile, "
@@ -143,32 +142,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.flowaug_cache and "flowaug" not in args.aug.split(","):
         parser.error(f"--flowaug-cache needs flowaug in --aug (got {args.aug!r})")
     profile = PROFILES[args.profile]
+    overridden = [field for field in asdict(profile) if getattr(args, field, None) is not None]
     for field, value in asdict(profile).items():
         if getattr(args, field, None) is None:
             setattr(args, field, value)
+    if not set(overridden) - {"flowaug_cache"}:  # the profile as published (the cache changes float rounding only)
+        args.expect = published_expectation(args.profile, args.dataset, args.aug, str(args.flow)) or args.expect
     args.flowaug_cache = args.flowaug_cache and "flowaug" in args.aug.split(",")
     args.out = args.out or Path("runs/train_cifar") / args.profile / f"{args.aug.replace(',', '+')}-s{args.seed}"
     return args
 
 
+def expected_numbers(run: dict[str, Any]) -> str:
+    """One run's headline as the expectation states it, e.g. ``clean 81.52%, MacroStd 5.11, worst group
+    76.79%, CIFAR-10-C 67.66%`` (``run``: a run summary of :mod:`recipes.reproduce`'s JSON)."""
+    return (f"clean {run['clean_accuracy']:.2f}%, MacroStd {run['macro_std']:.2f}, worst group "
+            f"{run['worst_group_accuracy']:.2f}%, CIFAR-10-C {run['cifar_c_accuracy']:.2f}%")
+
+
+def published_expectation(profile: str, dataset: str, aug: str, flow: str, published: Path = PUBLISHED) -> str:
+    """What a healthy run with these settings prints, from the published five-seed sweep of the quick
+    profile (:data:`PUBLISHED`, its row for ``aug`` and ``flow``): seed 0's numbers and minutes, and the
+    mean and sample std over the seeds; "" when the sweep has no such row."""
+    if profile != "quick" or dataset != "cifar10" or not published.is_file():
+        return ""
+    results = json.loads(published.read_text())
+    names = set(aug.split(","))
+    for row, entry in results["methods"].items():
+        methods, _, row_flow = row.partition("@")
+        if set(methods.split(",")) != names or ("flowaug" in names and (row_flow or FLOW) != flow):
+            continue
+        if "0" not in entry["runs"]:
+            return ""
+        seed0 = entry["runs"]["0"]
+        spread = {key: f"{entry[key]['mean']:.2f} ± {entry[key]['std']:.2f}" for key in
+                  ("clean_accuracy", "macro_std", "worst_group_accuracy", "cifar_c_accuracy")} \
+            if entry["clean_accuracy"]["std"] is not None else None
+        text = (f"published for these settings ({published.stem}, {', '.join(results['hardware'])}, one thread "
+                f"beside one other run): seed 0 printed {expected_numbers(seed0)} in {seed0['wall_minutes']:.0f} min")
+        if spread:
+            text += (f"; over seeds {', '.join(str(s) for s in entry['seeds'])}: clean {spread['clean_accuracy']}%, "
+                     f"MacroStd {spread['macro_std']}, worst group {spread['worst_group_accuracy']}%, CIFAR-10-C "
+                     f"{spread['cifar_c_accuracy']}% (mean ± sample std)")
+        return text + "; another CPU rounds differently and lands within about the seed spread"
+    return ""
+
+
 def cifar_c_folder(args: argparse.Namespace) -> Path | None:
     """The CIFAR-C folder to evaluate on: ``--c-dir``, else the official one under the data root, else
-    ``<out>/cifar-c/<dataset>-first<N>`` (the run folder holds everything it makes); generated now from the first N = ``--c-limit`` test images
-    when it holds no ``labels.npy`` and ``--make-c`` is on (about 33 s per 1,000 images on one CPU
-    core, from benchmarks/results/cifar_c_speed.json); None when there is none."""
+    the shared cache folder of the first N = ``--c-limit`` test images
+    (:func:`flowaug.data.make_cifar_c.shared_cifar_c_dir`: one copy for every run on the same pixels).
+    Generated now when it holds no ``labels.npy`` and ``--make-c`` is on (about 2 min for 1,000 images
+    on 2 CPU cores); None when there is none."""
     official = cifar_c_dir(args.dataset, args.data_root)
     if args.c_dir is None and (official / "labels.npy").is_file():
         return official
     limit = args.c_limit or args.eval_limit
-    folder = args.c_dir or args.out / "cifar-c" / f"{args.dataset}-{'all' if limit is None else f'first{limit}'}"
+    folder = args.c_dir or shared_cifar_c_dir(args.dataset, args.data_root, limit)
     if not (folder / "labels.npy").is_file():
         if not args.make_c:
             return None
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f".{folder.name}.lock", "w") as lock:  # sweep runs started together generate once
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / "labels.npy").is_file():
-                generate_from_test_split(args.dataset, args.data_root, folder, limit, workers=os.cpu_count() or 1)
+        generate_once(args.dataset, args.data_root, folder, limit, workers=os.cpu_count() or 1)
     return folder
 
 

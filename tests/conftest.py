@@ -29,6 +29,15 @@ settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``FLOWAUG_CACHE`` in a temporary folder for the whole session (and its subprocesses): no test
+    reads or writes the user's cache."""
+    folder = tmp_path_factory.mktemp("flowaug-cache")
+    os.environ["FLOWAUG_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (the offline datasets). Fails, never skips, when it is missing."""

@@ -23,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import load_recipe
-from flowaug.data import ALL_CORRUPTIONS
+from flowaug.data import ALL_CORRUPTIONS, make_cifar_c
 from flowaug.models import build_classifier, load_classifier
 
 TINY = ["--profile", "smoke", "--batch-size", "32", "--epochs", "2"]
@@ -147,15 +147,24 @@ def data_root_without_c(data_root, shared_file) -> Path:
     return data_root
 
 
-def test_missing_cifar_c_is_generated_inside_the_run_folder(recipe, data_root_without_c, tmp_path, monkeypatch):
+def test_missing_cifar_c_is_generated_once_into_the_shared_cache(recipe, data_root_without_c, tmp_path,
+                                                                  monkeypatch, private_cache):
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / "run"
-    assert run(recipe, data_root_without_c, out, "--aug", "none", "--c-limit", "8") == 0
-    generated = out / "cifar-c" / "cifar10-first8"
-    assert (generated / "labels.npy").is_file() and (generated / "frost.npy").is_file()
-    assert [p.name for p in tmp_path.iterdir() if p != data_root_without_c] == ["run"], "--out holds everything"
-    corrupted = json.loads((out / "report.json").read_text())["suites"]["cifar10c"]
+    assert run(recipe, data_root_without_c, tmp_path / "run", "--aug", "none", "--c-limit", "8") == 0
+    generated = [path.parent for path in (private_cache / "cifar-c").glob("cifar10-first8-seed0-*/labels.npy")]
+    assert len(generated) == 1 and (generated[0] / "frost.npy").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p != data_root_without_c] == ["run"], "nothing outside --out"
+    assert not list((tmp_path / "run").glob("**/*.npy")), "the run folder holds no CIFAR-C copy"
+    corrupted = json.loads((tmp_path / "run" / "report.json").read_text())["suites"]["cifar10c"]
     assert corrupted["num_images_per_block"] == 8 and corrupted["summary"]["benchmark"]["complete"]
+
+    made = (generated[0] / "frost.npy").stat().st_mtime_ns
+    assert run(recipe, data_root_without_c, tmp_path / "run2", "--aug", "none", "--c-limit", "8") == 0
+    assert (generated[0] / "frost.npy").stat().st_mtime_ns == made, "a second run reuses the copy"
+    assert json.loads((tmp_path / "run2" / "report.json").read_text())["suites"]["cifar10c"] == corrupted
+    other = recipe.shared_cifar_c_dir("cifar10", data_root_without_c, 6)
+    assert other.name.startswith("cifar10-first6-seed0-") and other.name[-12:] != generated[0].name[-12:], \
+        "other images, another folder"
 
 
 def test_no_make_c_leaves_cifar_c_out(recipe, data_root_without_c, tmp_path, capsys, monkeypatch):
@@ -218,13 +227,13 @@ def test_ddp_with_two_gloo_processes(data_root, tmp_path):
 def test_runs_started_together_generate_cifar_c_once(recipe, tmp_path, monkeypatch):
     calls = []
 
-    def fake_generate(dataset, data_root, folder, limit, workers):
+    def fake_generate(dataset, data_root, folder, limit, seed, workers):
         calls.append(limit)
         time.sleep(0.3)  # long enough for the other caller to arrive while this one generates
         folder.mkdir(parents=True)
         np.save(folder / "labels.npy", np.zeros(5 * limit, dtype=np.uint8))
 
-    monkeypatch.setattr(recipe, "generate_from_test_split", fake_generate)
+    monkeypatch.setattr(make_cifar_c, "generate_from_test_split", fake_generate)
     args = argparse.Namespace(dataset="cifar10", data_root=str(tmp_path), c_dir=tmp_path / "c", c_limit=8,
                               eval_limit=None, make_c=True)
     results = []
@@ -243,3 +252,33 @@ def test_a_run_folder_in_use_is_refused(recipe, data_root, tmp_path, capsys):
         assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 2
     assert "in use by another flowaug process" in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_the_expectation_comes_from_the_published_sweep_row(recipe, tmp_path):
+    def row(clean: float, seeds: list[int]) -> dict:
+        run = {"clean_accuracy": clean, "macro_std": 5.0, "worst_group_accuracy": 70.0, "cifar_c_accuracy": 60.0,
+               "wall_minutes": 14.6}
+        stats = {"mean": clean, "std": 0.25 if len(seeds) > 1 else None}
+        return {"seeds": seeds, "runs": {str(s): run for s in seeds},
+                **{key: stats for key in ("clean_accuracy", "macro_std", "worst_group_accuracy", "cifar_c_accuracy")}}
+    published = tmp_path / "sweep.json"
+    published.write_text(json.dumps({"hardware": ["toy CPU"], "methods": {
+        "standard": row(80.0, [0]), "standard,flowaug": row(81.0, [0, 1, 2]),
+        "standard,flowaug@cifar10-film": row(82.0, [1])}}))
+    expect = lambda aug, flow="cifar10", profile="quick": recipe.published_expectation(  # noqa: E731
+        profile, "cifar10", aug, flow, published)
+    note = expect("flowaug,standard")
+    assert note.startswith("published for these settings (sweep, toy CPU, one thread beside one other run): seed 0 "
+                           "printed clean 81.00%, MacroStd 5.00, worst group 70.00%, CIFAR-10-C 60.00% in 15 min; "
+                           "over seeds 0, 1, 2: clean 81.00 ± 0.25%")
+    assert expect("standard", flow="anything").startswith("published") and "over seeds" not in expect("standard")
+    assert expect("standard,flowaug", flow="cifar10-film") == "", "the film row has no seed 0"
+    assert expect("standard,flowaug", flow="cifar10-v2") == expect("standard,colorjitter") == ""
+    assert expect("standard,flowaug", profile="cpu") == ""
+
+
+def test_the_published_expectation_is_printed_only_for_the_profile_as_published(recipe):
+    assert recipe.parse_args([]).expect == recipe.published_expectation("quick", "cifar10", "standard,flowaug",
+                                                                        "cifar10")
+    assert recipe.parse_args(["--epochs", "3"]).expect == ""
+    assert recipe.parse_args(["--profile", "smoke"]).expect.startswith("the smoke profile checks the pipeline")

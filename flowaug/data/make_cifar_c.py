@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import zlib
@@ -32,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
+from flowaug.cache import cache_root
 from flowaug.data.cifar import load_cifar
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
 from flowaug.data.corruptions import default_frost_dir, get_corruption, load_frost_textures
@@ -232,6 +235,34 @@ def generate_from_test_split(
     with claim_run_folder(out_dir):
         return generate_cifar_c(data.images[:count], data.labels[:count], out_dir, corruptions, severities, seed,
                                 workers, frost_dir, source=f"{data.description}, first {count} test images")
+
+
+def shared_cifar_c_dir(dataset: str, data_root: str | os.PathLike | None, limit: int | None = None,
+                       seed: int = 0) -> Path:
+    """The cache folder of CIFAR-C generated from the first ``limit`` (default: all) test images of
+    ``dataset`` under ``data_root`` with ``seed``: ``<cache>/cifar-c/<dataset>-first<N>-seed<S>-<key>``
+    (:func:`flowaug.cache.cache_root`), ``key`` the first 12 hex digits of the sha256 of those images
+    and labels, so runs on the same pixels share one copy and other pixels get their own."""
+    data = load_cifar(dataset, "test", data_root)
+    count = len(data.images) if limit is None else limit
+    digest = hashlib.sha256(np.ascontiguousarray(data.images[:count]).tobytes())
+    digest.update(np.ascontiguousarray(data.labels[:count], dtype=np.int64).tobytes())
+    return cache_root() / "cifar-c" / f"{dataset}-first{count}-seed{seed}-{digest.hexdigest()[:12]}"
+
+
+def generate_once(dataset: str, data_root: str | os.PathLike | None, out_dir: str | os.PathLike,
+                  limit: int | None = None, seed: int = 0, workers: int = 1) -> Path:
+    """:func:`generate_from_test_split` into ``out_dir`` unless it holds ``labels.npy`` already;
+    processes that ask together (a sweep's first runs) wait on a lock file beside ``out_dir``, and the
+    later ones find it made. Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "labels.npy").is_file():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out_dir / "labels.npy").is_file():
+                generate_from_test_split(dataset, data_root, out_dir, limit, seed=seed, workers=workers)
+    return out_dir
 
 
 def run(args: argparse.Namespace) -> int:
