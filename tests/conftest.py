@@ -18,6 +18,9 @@ from flowaug.flow import DecoupledFlow, get_preset, save_flow
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# No test reaches the network: huggingface_hub (pretrained weights not in the package) runs offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 # Tests use tiny models, where intra-op threads only add overhead, and several tests start
 # worker processes; one thread each keeps a 2-core CI machine from oversubscribing.
 torch.set_num_threads(1)

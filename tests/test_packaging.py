@@ -1,4 +1,5 @@
-"""A non-editable install ships the pretrained weights: the README example runs from another directory."""
+"""A non-editable install ships the default weights (the README example runs from another directory) and
+fetches the others from the Hub into the cache (a local hub-style folder stands in for it)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import tomllib
 
 from setuptools import find_packages
 
+from flowaug.pretrained import read_registry
 from test_readme import REPO, readme_example
 
 
@@ -41,3 +43,38 @@ def test_non_editable_install_finds_its_weights_from_another_directory(tmp_path,
     result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "images augmented" in result.stdout
+
+    shipped = sorted(path.name for path in (site / "flowaug" / "weights").glob("*.pt"))
+    assert shipped == ["cifar10-judge.pt", "cifar10.pt"], "only the default flow and the judge ride in the wheel"
+    hub = tmp_path / "hub" / "flowaug" / "pretrained" / "main"
+    hub.mkdir(parents=True)
+    shutil.copy2(REPO / "pretrained" / "cifar10-film.pt", hub)
+    script.write_text(FETCH_FROM_LOCAL_HUB % str(tmp_path / "hub"), encoding="utf-8")
+    env["FLOWAUG_CACHE"] = str(tmp_path / "cache")
+    result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fetched DecoupledFlow" in result.stdout
+    assert (tmp_path / "cache" / "weights" / "cifar10-film.pt").is_file()
+
+
+FETCH_FROM_LOCAL_HUB = """
+import pathlib, shutil
+import huggingface_hub
+
+def fetch(repo_id, filename, revision=None, local_dir=None, **_):
+    target = pathlib.Path(local_dir) / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pathlib.Path(%r) / repo_id / (revision or "main") / filename, target)
+    return str(target)
+
+huggingface_hub.hf_hub_download = fetch
+import flowaug
+print("fetched", type(flowaug.load_pretrained("cifar10-film")).__name__)
+"""
+
+
+def test_every_registered_file_ships_in_the_package_or_has_a_hub_address():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    bundled = set(config["package-data"]["flowaug.weights"])
+    for name, entry in read_registry(REPO / "pretrained").items():
+        assert entry.filename in bundled or entry.hf_hub_id, f"{name}: neither in the wheel nor on the Hub"

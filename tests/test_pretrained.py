@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,8 +13,8 @@ from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatErr
 from flowaug.flow import DecoupledFlow, get_preset, save_flow
 from flowaug.fileio import sha256_file
 from flowaug.models import build_classifier, save_classifier
-from flowaug.pretrained import (MANIFEST_NAME, SOURCE_PRETRAINED_DIR, available_pretrained, load_model, load_pretrained,
-                                read_registry, register_pretrained)
+from flowaug.pretrained import (MANIFEST_NAME, SOURCE_PRETRAINED_DIR, PretrainedEntry, available_pretrained, load_model,
+                                load_pretrained, read_registry, register_pretrained, weights_cache, write_registry)
 
 
 @pytest.fixture()
@@ -123,3 +126,80 @@ def test_load_model_names_a_missing_checkpoint_path(tmp_path):
         load_model(tmp_path / "typo.pt", kind="flow")
     with pytest.raises(UnknownPretrainedError, match="unknown pretrained weights 'no-such-model'"):
         load_model("no-such-model", kind="classifier")
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """A local hub-style folder (``<root>/<owner>/<repo>/<revision>/<file>``) served in place of the
+    Hugging Face Hub, and an empty weights cache; ``hub.calls`` counts the fetches."""
+    import shutil
+
+    import huggingface_hub
+
+    root, calls = tmp_path / "hub", []
+
+    def fake_download(repo_id, filename, *, revision=None, local_dir=None, **_):
+        calls.append((repo_id, filename, revision))
+        source = root / repo_id / (revision or "main") / filename
+        if not source.is_file():
+            raise huggingface_hub.errors.EntryNotFoundError(f"{filename} is not in {repo_id}")
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("FLOWAUG_CACHE", str(tmp_path / "cache"))
+    return SimpleNamespace(root=root, calls=calls)
+
+
+def move_to_hub(registry_dir: Path, hub, name: str, hf_hub_id: str) -> Path:
+    """Give entry ``name`` an ``hf_hub_id`` and move its file from the registry into the hub folder."""
+    entries = read_registry(registry_dir)
+    write_registry({**entries, name: replace(entries[name], hf_hub_id=hf_hub_id)}, registry_dir)
+    repo, _, revision = hf_hub_id.partition("@")
+    target = hub.root / repo / (revision or "main") / entries[name].filename
+    target.parent.mkdir(parents=True)
+    (registry_dir / entries[name].filename).rename(target)
+    return target
+
+
+def test_weights_not_shipped_are_fetched_once_into_the_cache_and_verified(registry_dir, hub):
+    move_to_hub(registry_dir, hub, "toy-flow", "owner/repo@v1")
+    assert '"hf_hub_id": "owner/repo@v1"' in (registry_dir / MANIFEST_NAME).read_text()
+    flow = load_pretrained("toy-flow", registry_dir=registry_dir)
+    assert isinstance(flow, DecoupledFlow) and hub.calls == [("owner/repo", "toy.pt", "v1")]
+    cached = weights_cache() / "toy.pt"
+    assert cached.is_file()
+    load_pretrained("toy-flow", registry_dir=registry_dir)
+    assert len(hub.calls) == 1, "the second load reads the cache"
+    cached.write_bytes(b"not the weights")
+    with pytest.raises(ChecksumMismatchError, match="delete it to fetch it again"):
+        load_pretrained("toy-flow", registry_dir=registry_dir)
+
+
+def test_weights_placed_by_hand_in_the_cache_need_no_hub(registry_dir, hub):
+    file = move_to_hub(registry_dir, hub, "toy-classifier", "owner/repo")
+    weights_cache().mkdir(parents=True)
+    file.rename(weights_cache() / file.name)
+    assert isinstance(load_pretrained("toy-classifier", registry_dir=registry_dir), torch.nn.Module)
+    assert hub.calls == []
+
+
+def test_without_network_the_error_names_the_entry_the_cache_and_the_address(registry_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWAUG_CACHE", str(tmp_path / "cache"))
+    entries = read_registry(registry_dir)
+    write_registry({**entries, "toy-flow": replace(entries["toy-flow"], hf_hub_id="owner/repo")}, registry_dir)
+    (registry_dir / "toy.pt").unlink()
+    with pytest.raises(CheckpointError) as error:  # the real huggingface_hub, offline (tests/conftest.py)
+        load_pretrained("toy-flow", registry_dir=registry_dir)
+    message = str(error.value)
+    assert "'toy-flow' do not ship with this install" in message and "owner/repo" in message
+    assert "https://huggingface.co/owner/repo/resolve/main/toy.pt" in message
+    assert str(tmp_path / "cache" / "weights" / "toy.pt") in message
+
+
+@pytest.mark.parametrize("hub_id", ["no-slash", "a/b/c", "owner/repo@", "own er/repo"])
+def test_a_bad_hub_id_is_named(hub_id):
+    with pytest.raises(ValueError, match="hf_hub_id must be owner/repo"):
+        PretrainedEntry("x", "x.pt", "0" * 64, "flow", "d", hub_id)
