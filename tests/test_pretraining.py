@@ -440,3 +440,22 @@ def test_sample_grids_and_guard_calibration_leave_a_raw_model_trainable(tmp_path
     pretrain(config(out, f"npz:{npz}", ema=0.0))  # no EMA: the grids are drawn from the model in training
     epochs = [r for r in metric_records(out) if r["kind"] == "epoch"]
     assert epochs[1]["val_bpd"] < epochs[0]["val_bpd"], "the model kept training after the first epoch's grids"
+
+
+def test_a_run_too_short_to_train_says_what_to_run_instead(tmp_path: Path, npz: Path) -> None:
+    with pytest.warns(UserWarning, match="expect swaps that equal the originals") as caught:
+        pretrain(config(tmp_path / "run", f"npz:{npz}", epochs=1))
+    advice = next(str(w.message) for w in caught if "optimizer steps" in str(w.message))
+    assert "--init-from cifar10-film --epochs" in advice and "samples/" in advice
+
+
+def test_short_run_advice_scales_with_the_data_and_stays_quiet_for_long_runs() -> None:
+    from flowaug.pretraining.advice import short_run_advice
+
+    folder = short_run_advice(total_steps=20, steps_per_epoch=2, batch_size=64, image_size=64, warm_started=False)
+    assert "this run has 20 optimizer steps (2 per epoch of batch 64)" in folder
+    assert "--init-from cifar10-film --epochs 750 (about 53 min of one CPU thread at 64 x 64" in folder
+    warm = short_run_advice(total_steps=1000, steps_per_epoch=100, batch_size=64, image_size=32, warm_started=True)
+    assert "--init-from" not in warm and "--epochs 15 (about 13 min" in warm
+    assert short_run_advice(5467, 781, 64, 32, warm_started=False) is None
+    assert short_run_advice(1872, 312, 64, 32, warm_started=True) is None

@@ -42,6 +42,7 @@ from flowaug.fileio import atomic_torch_save, atomic_write_text, claim_run_folde
 from flowaug.augmentation.flowaug import GUARD_QUANTILE, FlowAug
 from flowaug.flow import DecoupledFlow, FlowConfig, get_preset, save_flow
 from flowaug.flow.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from flowaug.pretraining.advice import short_run_advice
 from flowaug.pretraining.datasets import load_pretrain_data
 from flowaug.pretraining.samples import write_sample_grids
 from flowaug.seeding import seeded_generator
@@ -572,6 +573,10 @@ class _Run:
                               f"learning rate never reaches --lr {cfg.lr:g} (it ends at "
                               f"{lr_at(self.total_steps - 1, self.total_steps, cfg):.2g}) and the flow will barely "
                               f"train; lower --warmup-steps or train for more epochs", stacklevel=2)
+            advice = short_run_advice(self.total_steps, self.steps_per_epoch, cfg.batch_size, cfg.image_size,
+                                      bool(cfg.init_from))
+            if advice:
+                warnings.warn(advice, stacklevel=2)
             if self.warm_started:
                 kept = self.warm_started["kept"]
                 tqdm.write(f"warm start from {cfg.init_from}: {len(self.warm_started['copied'])} tensors "
