@@ -261,6 +261,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     is_main = rank == 0
     out: Path = args.out
 
+    if is_main:
+        print(f"loading the {args.dataset} training split (a few seconds) ...", flush=True)
     train_set = load_cifar(args.dataset, "train", args.data_root)
     images, labels = train_set.images[:args.train_images], train_set.labels[:args.train_images]
     x_all, y_all = as_image_tensor(images, device), as_label_tensor(labels, len(images), device)

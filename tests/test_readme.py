@@ -43,3 +43,27 @@ def test_spurious_backgrounds_example_runs():
     exec(compile(readme_example("A controlled background shortcut: SpuriousBackgrounds, masking and FlowAug"),
                  "README.md", "exec"), namespace)
     assert len(namespace["train"]) == 20000 and namespace["masks"].shape == (5000, 1, 32, 32)
+
+
+def readme_section(heading: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_pretrained_table_states_each_flows_guard_and_where_it_ships():
+    import tomllib
+
+    from flowaug.pretrained import load_pretrained, read_registry
+
+    rows = {cells[1].strip("` "): [cell.strip() for cell in cells[2:-1]]
+            for cells in (line.split("|") for line in readme_section("Pretrained weights").splitlines())
+            if len(cells) > 2 and cells[1].strip().startswith("`")}
+    registry = read_registry(REPO / "pretrained")
+    assert set(rows) == set(registry), "one row per registry entry"
+    bundled = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["flowaug.weights"]
+    for name, entry in registry.items():
+        _, guard, shipped = rows[name]
+        assert shipped == ("yes" if entry.filename in bundled else "Hub"), name
+        if entry.kind == "flow":
+            bits = load_pretrained(name).meta.get("guard_bits")
+            assert guard.startswith("off (no threshold") if bits is None else guard == f"on, {bits:.2f} bits/dim", name
