@@ -1,5 +1,5 @@
 """Measures of augmentation quality: does an augmented image keep its object and label while
-taking another image's colour and background? (docs/DESIGN.md, "Measuring augmentation quality")
+taking another image's colour and background? (the README's "Does a swap keep the object?")
 
 Every image argument is a float tensor (B, 3, H, W) with values in [0, 1], on any device; the
 batches compared by one function share shape and device. Inputs are validated: a wrong shape,
@@ -246,32 +246,3 @@ def round_trip_error(flow: DecoupledFlow, x: Tensor, batch_size: int = 256) -> f
     if not torch.isfinite(decoded).all():
         return math.inf
     return (decoded.double() - x.double()).abs().max().item()
-
-
-def augmentation_quality(output: Tensor, original: Tensor, labels: Tensor, classifier: nn.Module, *,
-                         donor: Tensor | None = None, width: int = 4, centre: int = 16,
-                         batch_size: int = 256) -> dict[str, float | None]:
-    """All image-level measures of one augmented batch, as a flat dict.
-
-    output, original: (B, 3, H, W) in [0, 1] (non-finite outputs already replaced); labels (B,)
-    class ids; donor: (B, 3, H, W) images whose nuisance the outputs received, or None (prior
-    sampling: no donor, the donor keys are None). Keys: accuracy_clean, accuracy_augmented,
-    label_preservation, structure_retention, mean_abs_change, border_corr_original,
-    border_corr_donor, border_shift_toward_donor, border_distance_to_donor_before/_after.
-    """
-    result: dict[str, float | None] = dict(label_preservation(classifier, output, original, labels, batch_size))
-    result["structure_retention"] = structure_retention(output, original, centre)
-    result["mean_abs_change"] = mean_abs_change(output, original)
-    if donor is None:
-        result["border_corr_original"] = correlation(border_colour(original, width), border_colour(output, width),
-                                                     dim=0).mean().item()
-        result.update(border_corr_donor=None, border_shift_toward_donor=None,
-                      border_distance_to_donor_before=None, border_distance_to_donor_after=None)
-    else:
-        transfer = nuisance_transfer(output, original, donor, width)
-        result["border_corr_original"] = transfer["corr_original"]
-        result["border_corr_donor"] = transfer["corr_donor"]
-        result["border_shift_toward_donor"] = transfer["shift_toward_donor"]
-        result["border_distance_to_donor_before"] = transfer["distance_to_donor_before"]
-        result["border_distance_to_donor_after"] = transfer["distance_to_donor_after"]
-    return result

@@ -19,7 +19,7 @@ from flowaug.data.corruptions.blur import clipped_zoom_matrix, glass_shuffle, mo
 from flowaug.errors import DatasetNotFoundError
 
 # Severity chains along which the official parameters make the image change grow. 1..5 for most;
-# the exceptions follow from the official table (docs/cifar_c_parameters.md):
+# the exceptions follow from the official table (flowaug/data/corruptions/params.py):
 MAD_CHAINS: dict[str, tuple[tuple[int, ...], ...]] = {
     # 1, 2 desaturate (S * 0.3, S * 0.1); 3..5 oversaturate (S * 1.5, * 2 + 0.1, * 2.5 + 0.2).
     "saturate": ((1, 2), (3, 4, 5)),

@@ -1,9 +1,8 @@
 """Official CIFAR-10-C / CIFAR-100-C parameters per severity 1..5 (32x32 images).
 
 Read from Hendrycks & Dietterich's generator (hendrycks/robustness,
-``ImageNet-C/create_c/make_cifar_c.py``, Apache-2.0); see
-``docs/cifar_c_parameters.md`` for the meaning of each entry. Entry ``k`` of a tuple is
-severity ``k + 1``.
+``ImageNet-C/create_c/make_cifar_c.py``, Apache-2.0); the comment above each entry says what
+its numbers mean. Entry ``k`` of a tuple is severity ``k + 1``.
 """
 from __future__ import annotations
 
