@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import platform
 import time
 from typing import Any, Callable
 
@@ -79,6 +80,26 @@ def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
     if step < warmup:
         return 0.1 + 0.9 * step / warmup
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``), else what ``platform`` knows."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """The device a run trained on, for its report: the GPU's name, else ``CPU (<model>, <N> cores)``.
+    Results can differ in the last digits between CPU models (other vector kernels round differently),
+    so reports name the model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def takes_masks(model: nn.Module) -> bool:

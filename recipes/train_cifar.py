@@ -48,7 +48,7 @@ from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
 from flowaug.pretrained import load_model
 from flowaug.seeding import seeded_generator
-from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, load_train_state, one_cycle, \
+from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, device_name, load_train_state, one_cycle, \
     run_progress, save_train_state, to_float_images, train_epoch
 
 
@@ -126,9 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "again to continue)")
     parser.add_argument("--eval-suites", nargs="+",
                         help="default: clean, B, C (see --make-c) and 10.1 where its files exist")
-    parser.add_argument("--c-dir", type=Path, help="CIFAR-C folder (official or from `flowaug make-cifar-c`); "
-                                                   "default: the official folder under the data root, else the shared cache folder "
-                                                   "($FLOWAUG_CACHE or ~/.cache/flowaug, cifar-c/)")
+    parser.add_argument("--c-dir", type=Path,
+                        help="CIFAR-C folder (official or from `flowaug make-cifar-c`); default: the official folder "
+                             "under the data root, else the shared cache folder ($FLOWAUG_CACHE or ~/.cache/flowaug, "
+                             "cifar-c/)")
     parser.add_argument("--make-c", action=argparse.BooleanOptionalAction, default=True,
                         help="when the CIFAR-C folder has no files, generate them first with `flowaug make-cifar-c` "
                              "(first --c-limit test images; once per data root, image count and seed, shared by runs)")
@@ -348,8 +349,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                         "eval_seconds": time.perf_counter() - eval_start,
                         "this_process_wall_seconds": time.perf_counter() - started}
     report["config"] = config
-    report["hardware"] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                          f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+    report["hardware"] = {"device": device_name(device),
                           "cpu_threads": torch.get_num_threads(), "torch": str(torch.__version__)}
     report["final_epoch"] = history[-1]
     report["flowaug_counts"] = {name: sum(r.get(name, 0) for r in history) for name in history[-1] if name.startswith("flowaug_")}

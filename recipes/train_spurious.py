@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -57,7 +56,7 @@ from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.masking import EarlyMasking, LateMasking, mask_iou, train_mask_predictor
 from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
 from flowaug.models.vit import SmallViT
-from flowaug.training import train_classifier
+from flowaug.training import device_name, train_classifier
 
 FLOWAUG_P = 0.5          # share of each batch that FlowAug swaps (FlowAug's default; the rest stays as drawn)
 MASK_FILL = "mean"       # early masking's fill: the value a normalising classifier sees as no signal
@@ -215,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timing": {"train_seconds": train_seconds,
                    "augment_seconds": sum(r["augment_seconds"] for r in history)},
         "history": history,
-        "hardware": {"device": f"CPU ({platform.processor() or platform.machine()}), {args.threads} thread(s)"},
+        "hardware": {"device": f"{device_name(torch.device('cpu'))}, {args.threads} thread(s)"},
     }
     classifier = model.model if isinstance(model, EarlyMasking) else model
     if not isinstance(model, LateMasking):
