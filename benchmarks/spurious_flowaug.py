@@ -21,8 +21,18 @@ images that changed (FlowAug's guard rejections are counted apart):
   from the original's / is the donor's;
 - conflicting_after (all images, colour cue): the share of outputs whose background group is not
   their class, the training signal against the shortcut (the split itself has about 5%);
+- pattern_moved / pattern_kept (texture cue only: the background's pattern family, read by a small
+  CNN trained here on background-only images of the training split, object filled with grey, see
+  :func:`train_pattern_judge`; its accuracy on the test backgrounds is in the JSON): over the
+  changed images whose donor has another family, the share whose output background shows the
+  donor's family / its own;
 - object_kept: the judge's accuracy on the outputs divided by its accuracy on their originals;
 - background_change / foreground_change: mean |output - original| outside / inside the exact mask.
+
+The ``transplant`` row is a reference, not an augmentation flowaug ships: the image's object (exact
+mask) pasted onto the whole image of its donor in the first run, i.e. what a complete change of background content
+looks like to these measures (the donor's own object stays where the image's object does not cover
+it).
 
 Writes ``--out`` (JSON) and ``<out stem>_grid.png``: 16 test images (original, donor, then every
 run with policy ``any``).
@@ -40,9 +50,10 @@ from torch import Tensor
 
 from flowaug.plots import save_labelled_grid
 from common import REPO, command_line, environment, write_json
-from flowaug import FlowAug, RegionalColourSwap, load_classifier
+from flowaug import FlowAug, RegionalColourSwap, build_classifier, load_classifier
 from flowaug.augmentation import DonorAugmentation
-from flowaug.data.spurious import CUES, SpuriousBackgrounds, background_group
+from flowaug.data.spurious import CUES, PATTERNS, SpuriousBackgrounds, background_group
+from flowaug.training import train_classifier
 
 RUNS = (("flowaug", "any", False), ("flowaug", "other_group", False), ("flowaug", "balanced", False),
         ("flowaug", "any", True), ("regionalswap", "any", False), ("regionalswap", "any", True))
@@ -70,13 +81,39 @@ def swap_all(aug: DonorAugmentation, tensors: tuple[Tensor, ...], masked: bool, 
 
 
 @torch.no_grad()
+def predict(model: torch.nn.Module, images: Tensor) -> Tensor:
+    return torch.cat([model(images[i:i + 500]).argmax(1) for i in range(0, len(images), 500)])
+
+
 def judge_accuracy(judge: torch.nn.Module, images: Tensor, labels: Tensor) -> float:
-    predictions = torch.cat([judge(images[i:i + 500]).argmax(1) for i in range(0, len(images), 500)])
-    return float((predictions == labels).float().mean())
+    return float((predict(judge, images) == labels).float().mean())
+
+
+def background_only(images: Tensor, masks: Tensor) -> Tensor:
+    """(N, 3, H, W) with the object (mask 1) filled with mid grey."""
+    return torch.lerp(images, torch.full_like(images, 0.5), masks)
+
+
+def train_pattern_judge(epochs: int, seed: int) -> tuple[torch.nn.Module, float]:
+    """A small CNN reading the background pattern family (:data:`PATTERNS`) of background-only images,
+    trained on the texture cue's training split; returns it and its accuracy on the test backgrounds
+    (families are drawn independently of colour, so it has to read the pattern)."""
+    model = build_classifier("small", len(PATTERNS))
+    train = SpuriousBackgrounds("train", 0.95, cue="texture", seed=seed).tensors()
+    train_classifier(model, background_only(train[0], train[3]), train[2], epochs=epochs, seed=seed,
+                     channels_last=False, progress=False)
+    test = SpuriousBackgrounds("test", 0.95, 2000, cue="texture", seed=seed).tensors()
+    return model.eval(), judge_accuracy(model, background_only(test[0], test[3]), test[2])
+
+
+def transplant(tensors: tuple[Tensor, ...], donor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference row: each image's object (exact mask) pasted onto its ``donor`` image."""
+    images, masks = tensors[0], tensors[3]
+    return torch.lerp(images[donor], images, masks), donor, donor != torch.arange(len(images))
 
 
 def measure(output: Tensor, donor: Tensor, changed: Tensor, judge: torch.nn.Module, tensors: tuple[Tensor, ...],
-            cue: str) -> dict[str, Any]:
+            cue: str, pattern_judge: torch.nn.Module | None = None) -> dict[str, Any]:
     """The measures above for ``tensors`` = (images, labels, groups, masks) of the test split."""
     images, labels, groups, masks = tensors
     foreground = masks.expand_as(images).bool()
@@ -94,6 +131,11 @@ def measure(output: Tensor, donor: Tensor, changed: Tensor, judge: torch.nn.Modu
                       took_donor_group=float((after[c] == groups[donor[c]]).float().mean()),
                       conflicting_before=float((groups != labels).float().mean()),
                       conflicting_after=float((after != labels).float().mean()))
+    if pattern_judge is not None:
+        other = c & (groups[donor] != groups)
+        seen = predict(pattern_judge, background_only(output[other], masks[other]))
+        result.update(pattern_moved=float((seen == groups[donor[other]]).float().mean()),
+                      pattern_kept=float((seen == groups[other]).float().mean()))
     return result
 
 
@@ -105,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2000, help="test images (rho = 0.95 test split)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pattern-epochs", type=int, default=3,
+                        help="epochs of the texture cue's pattern judge (trained here on the training split)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/spurious_flowaug.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -116,14 +160,21 @@ def main(argv: list[str] | None = None) -> int:
         "flow": args.flow, "judge": args.judge, "runs": {},
         "environment": environment(torch.device("cpu"), load_start),
     }
+    pattern_judge = None
+    if args.cue == "texture":
+        pattern_judge, report["pattern_judge_accuracy"] = train_pattern_judge(args.pattern_epochs, args.seed)
+        print(f"pattern judge: {report['pattern_judge_accuracy']:.3f} on test backgrounds", flush=True)
     tensors = split.tensors()
     shown = torch.randperm(args.batch_size, generator=torch.Generator().manual_seed(args.seed))[:16]
     grid = [("original", tensors[0][shown])]
-    for name, policy, masked in RUNS:
-        aug = build(name, args.flow, policy, args.seed)
-        output, donor, changed = swap_all(aug, tensors, masked, args.batch_size)
+    first_donors = None  # the transplant reuses the first run's donors, so the grid's donor row is its donor too
+    for name, policy, masked in (*RUNS, ("transplant", "any", True)):
+        aug = None if name == "transplant" else build(name, args.flow, policy, args.seed)
+        output, donor, changed = transplant(tensors, first_donors) if aug is None else \
+            swap_all(aug, tensors, masked, args.batch_size)
+        first_donors = donor if first_donors is None else first_donors
         label = f"{name}/{policy}" + ("/masked" if masked else "")
-        report["runs"][label] = {**measure(output, donor, changed, judge, tensors, args.cue),
+        report["runs"][label] = {**measure(output, donor, changed, judge, tensors, args.cue, pattern_judge),
                                  "rejected_fraction": getattr(aug, "rejected_count", 0) / len(output)}
         print(label, {k: round(v, 3) for k, v in report["runs"][label].items()}, flush=True)
         if policy == "any":
