@@ -67,3 +67,22 @@ def test_the_pretrained_table_states_each_flows_guard_and_where_it_ships():
         if entry.kind == "flow":
             bits = load_pretrained(name).meta.get("guard_bits")
             assert guard.startswith("off (no threshold") if bits is None else guard == f"on, {bits:.2f} bits/dim", name
+
+
+def test_the_main_job_expectation_has_one_source():
+    """The README's printed output, the printed note and the model card quote the published sweep."""
+    import json
+
+    from conftest import load_recipe
+
+    recipe = load_recipe("train_cifar")
+    note = recipe.published_expectation("quick", "cifar10", "standard,flowaug", "cifar10")
+    assert note.startswith("published for these settings"), "the sweep has the main job's row with seed 0"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    printed = re.search(r"and printed:\n\n```\n(.*?)```", readme, re.DOTALL).group(1)
+    report = json.loads(recipe.PUBLISHED.with_suffix("").joinpath("standard+flowaug-s0.json").read_text())
+    for name, entry in report["suites"].items():
+        assert f"{name}: {recipe.headline(entry)}  [{entry['description']}]\n" in printed, name
+    assert printed.endswith(f"note: {note}\n")
+    seed0 = json.loads(recipe.PUBLISHED.read_text())["methods"]["standard,flowaug"]["runs"]["0"]
+    assert recipe.expected_numbers(seed0) in (REPO / "pretrained" / "MODEL_CARD.md").read_text(encoding="utf-8")

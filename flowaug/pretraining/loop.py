@@ -46,6 +46,7 @@ from flowaug.pretraining.advice import short_run_advice
 from flowaug.pretraining.datasets import load_pretrain_data
 from flowaug.pretraining.samples import write_sample_grids
 from flowaug.seeding import seeded_generator
+from flowaug.training import run_progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "flow.pt"
@@ -583,11 +584,11 @@ class _Run:
                            f"copied, {len(kept)} kept at their initialisation {kept[:6]}{' ...' if len(kept) > 6 else ''}")
         self._rate_marks = dict.fromkeys(("log", "epoch"), (self.global_step, time.monotonic()))
         stop = False
+        bar = run_progress(self.total_steps, self.global_step, enabled=self.is_main, desc="pretraining")
         while self.epoch < cfg.epochs and not stop:
             epoch = self.epoch
             perm = torch.randperm(len(self.train), generator=seeded_generator("cpu", cfg.seed, _PERMUTATION, epoch))
-            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       unit="step", disable=not self.is_main, mininterval=2.0)
+            bar.set_description(f"pretraining, epoch {epoch + 1}/{cfg.epochs}")
             while self.step_in_epoch < self.steps_per_epoch and not stop:
                 loss = self._train_step(self._batch(perm, self.step_in_epoch))
                 self.global_step += 1
@@ -600,11 +601,11 @@ class _Run:
                 periodic = cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0
                 if (stop or periodic) and self.step_in_epoch < self.steps_per_epoch:
                     self._save()
-            bar.close()
             if self.step_in_epoch == self.steps_per_epoch:
                 self.epoch, self.step_in_epoch = epoch + 1, 0
                 self._end_epoch(epoch)
                 self._save(finished=self.epoch >= cfg.epochs)
+        bar.close()
         finished = self.epoch >= cfg.epochs
         if self.is_main and not finished:
             tqdm.write(f"stopped at global step {self.global_step} (epoch {self.epoch + 1}, step "
