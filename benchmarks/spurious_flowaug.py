@@ -98,6 +98,7 @@ def train_pattern_judge(epochs: int, seed: int) -> tuple[torch.nn.Module, float]
     """A small CNN reading the background pattern family (:data:`PATTERNS`) of background-only images,
     trained on the texture cue's training split; returns it and its accuracy on the test backgrounds
     (families are drawn independently of colour, so it has to read the pattern)."""
+    torch.manual_seed(seed)  # the initial weights
     model = build_classifier("small", len(PATTERNS))
     train = SpuriousBackgrounds("train", 0.95, cue="texture", seed=seed).tensors()
     train_classifier(model, background_only(train[0], train[3]), train[2], epochs=epochs, seed=seed,
