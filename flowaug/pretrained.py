@@ -173,9 +173,9 @@ def load_pretrained(name: str, map_location: str | torch.device = "cpu",
     path = weights_path(entry, directory)
     digest = sha256_file(path)
     if digest != entry.sha256:
+        remedy = "delete it to fetch it again" if path.parent == weights_cache() else "restore it"
         raise ChecksumMismatchError(f"{path} has sha256 {digest}, but the registry expects {entry.sha256} "
-                                    f"for {name!r}: the file is corrupt or was replaced; "
-                                    f"{'delete it to fetch it again' if path.parent == weights_cache() else 'restore it'}")
+                                    f"for {name!r}: the file is corrupt or was replaced; {remedy}")
     return LOADERS[entry.kind](path, map_location)
 
 
@@ -193,16 +193,18 @@ def weights_path(entry: PretrainedEntry, directory: Path) -> Path:
             return path
     if not entry.hf_hub_id:
         raise CheckpointError(f"pretrained weights {entry.name!r} are registered but {directory / entry.filename} "
-                              f"does not exist; restore the file or set $FLOWAUG_PRETRAINED to the directory holding it")
+                              f"does not exist; restore the file or set $FLOWAUG_PRETRAINED to the directory "
+                              f"holding it")
     repo, _, revision = entry.hf_hub_id.partition("@")
     try:
         from huggingface_hub import hf_hub_download
 
         fetched = Path(hf_hub_download(repo, entry.filename, revision=revision or None, local_dir=weights_cache()))
     except Exception as error:  # offline, unknown repository or file, a proxy: all end the same way here
+        reason = str(error).splitlines()[0] if str(error) else ""
         raise CheckpointError(
             f"pretrained weights {entry.name!r} do not ship with this install and could not be fetched from the "
-            f"Hugging Face Hub ({entry.hf_hub_id}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"Hugging Face Hub ({entry.hf_hub_id}: {type(error).__name__}: {reason}). "
             f"On a machine without network, download {entry.hub_url} elsewhere and place it at "
             f"{weights_cache() / entry.filename} (or set $FLOWAUG_CACHE); a source checkout has it in pretrained/"
         ) from error

@@ -357,9 +357,9 @@ def interval_tables(results: dict[str, Any]) -> list[str]:
     if noise:
         lines += ["", f"Test-set noise beside training noise: the std over {results['bootstrap_resamples']:,} "
                       "bootstrap resamples of one run's test predictions (drawn with replacement within every class "
-                      "x subgroup cell), averaged over the method's runs, and the std over seeds (one fixed test set, so "
-                      "training only). The intervals above are over seeds on this test set; the test-set std says "
-                      "how far a method's number would move on another test set of the same size (less for a "
+                      "x subgroup cell), averaged over the method's runs, and the std over seeds (one fixed test "
+                      "set, so training only). The intervals above are over seeds on this test set; the test-set "
+                      "std says how far a method's number would move on another test set of the same size (less for a "
                       "difference between two methods, which are scored on the same images):", "",
                   "| method | " + " | ".join(f"{recipe.metrics[key][0]}: std over seeds | test-set std"
                                             for key in noise) + " |",
@@ -368,7 +368,7 @@ def interval_tables(results: dict[str, Any]) -> list[str]:
             cells = []
             for key in noise:
                 seed_std, test_std = entry[key]["std"], entry["test_noise"].get(key)
-                cells += ["n/a" if seed_std is None else f"{seed_std:.2f}", "n/a" if test_std is None else f"{test_std:.2f}"]
+                cells += ["n/a" if std is None else f"{std:.2f}" for std in (seed_std, test_std)]
             lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     return lines
 
