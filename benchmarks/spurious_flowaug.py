@@ -53,6 +53,7 @@ from common import REPO, command_line, environment, write_json
 from flowaug import FlowAug, RegionalColourSwap, build_classifier, load_classifier
 from flowaug.augmentation import DonorAugmentation
 from flowaug.data.spurious import CUES, PATTERNS, SpuriousBackgrounds, background_group
+from flowaug.evaluation import predict as predict_labels
 from flowaug.training import train_classifier
 
 RUNS = (("flowaug", "any", False), ("flowaug", "other_group", False), ("flowaug", "balanced", False),
@@ -80,9 +81,8 @@ def swap_all(aug: DonorAugmentation, tensors: tuple[Tensor, ...], masked: bool, 
     return torch.cat(outputs), torch.cat(donors), torch.cat(changed)
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, images: Tensor) -> Tensor:
-    return torch.cat([model(images[i:i + 500]).argmax(1) for i in range(0, len(images), 500)])
+    return torch.from_numpy(predict_labels(model, images, progress=False))
 
 
 def judge_accuracy(judge: torch.nn.Module, images: Tensor, labels: Tensor) -> float:
