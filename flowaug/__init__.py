@@ -1,6 +1,6 @@
 """flowaug: semantic data augmentation with normalizing flows."""
 from flowaug.attribution import FidoResult, fido
-from flowaug.augmentation import Augmentation, Compose, FlowAug, FlowAugParams, LatentCache, RegionalColourSwap
+from flowaug.augmentation import Augmentation, BackgroundTransplant, Compose, FlowAug, FlowAugParams, LatentCache, RegionalColourSwap
 from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Augmentation",
+    "BackgroundTransplant",
     "Compose",
     "DecoupledFlow",
     "EarlyMasking",
