@@ -1,6 +1,7 @@
 """flowaug: semantic data augmentation with normalizing flows."""
 from flowaug.attribution import FidoResult, fido
-from flowaug.augmentation import Augmentation, BackgroundTransplant, Compose, FlowAug, FlowAugParams, LatentCache, RegionalColourSwap
+from flowaug.augmentation import (Augmentation, BackgroundTransplant, Compose, FlowAug, FlowAugParams, LatentCache,
+                                  RegionalColourSwap)
 from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents

@@ -14,6 +14,12 @@ from flowaug.augmentation.transplant import dilate, shift_fill
 from flowaug.data.spurious import render
 
 
+@pytest.fixture(scope="module")
+def texture_flow():
+    """The shipped flow trained on this benchmark's texture backgrounds (not the identity)."""
+    return load_pretrained("spurious-texture")
+
+
 def spurious_texture_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Texture-cue images, masks (N,1,32,32) and the true backgrounds (the renderer's, without objects)."""
     rng = np.random.default_rng(seed)
@@ -46,10 +52,9 @@ def test_shift_fill_restores_a_background_whose_period_divides_the_shift():
     assert torch.isfinite(shift_fill(stripes[:1], everywhere)).all()
 
 
-def test_the_flow_paints_the_hole_nearer_the_true_background_than_the_donors_object():
+def test_the_flow_paints_the_hole_nearer_the_true_background_than_the_donors_object(texture_flow):
     images, masks, backgrounds = spurious_texture_batch(32)
-    flow = load_pretrained("spurious-texture")  # trained on this benchmark's texture backgrounds
-    aug = BackgroundTransplant(p=1.0, fill="flow", flow=flow, generator=0)
+    aug = BackgroundTransplant(p=1.0, fill="flow", flow=texture_flow, generator=0)
     out = aug(images, masks=masks)
     donor = aug.last_params.donor
     hole = (dilate(masks[donor] > 0, 1) & (masks == 0)).expand_as(images)  # the donor's object, not under ours
@@ -59,16 +64,15 @@ def test_the_flow_paints_the_hole_nearer_the_true_background_than_the_donors_obj
     assert aug.last_augmented.all()
 
 
-def test_the_fill_is_seeded():
+def test_the_fill_is_seeded(texture_flow):
     images, masks, _ = spurious_texture_batch(8)
-    flow = load_pretrained("spurious-texture")
-    first, second, other = (BackgroundTransplant(p=1.0, fill="flow", flow=flow, generator=seed)(images, masks=masks)
+    first, second, other = (BackgroundTransplant(p=1.0, fill="flow", flow=texture_flow, generator=seed)(images, masks=masks)
                             for seed in (3, 3, 4))
     assert torch.equal(first, second) and not torch.equal(first, other)
 
 
-def test_bad_arguments_and_missing_masks_are_named():
-    images, masks, _ = spurious_texture_batch(4)
+def test_bad_arguments_and_missing_masks_are_named(texture_flow):
+    images, _, _ = spurious_texture_batch(4)
     with pytest.raises(ValueError, match="needs the objects' masks"):
         BackgroundTransplant(p=1.0)(images)
     with pytest.raises(ValueError, match="fill='flow' needs flow="):
@@ -78,7 +82,7 @@ def test_bad_arguments_and_missing_masks_are_named():
     with pytest.raises(ValueError, match="dilation"):
         BackgroundTransplant(dilation=-1)
     with pytest.raises(ValueError, match="temperature"):
-        BackgroundTransplant(fill="flow", flow=load_pretrained("spurious-texture"), temperature=math.inf)
+        BackgroundTransplant(fill="flow", flow=texture_flow, temperature=math.inf)
     with pytest.raises(ValueError, match="do not fit the fill flow"):
-        BackgroundTransplant(fill="flow", flow=load_pretrained("spurious-texture"))(
+        BackgroundTransplant(fill="flow", flow=texture_flow)(
             torch.rand(2, 3, 16, 16), masks=torch.zeros(2, 1, 16, 16))

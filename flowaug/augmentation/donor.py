@@ -83,10 +83,12 @@ class DonorAugmentation(Augmentation):
         """Values of prior noise drawn per sample in "prior" mode (None: no prior mode)."""
         return None
 
-    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
+    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams,
+                  masks: Tensor | None) -> tuple[Tensor, Tensor]:
         """New images (S,3,H,W) float32 on ``images``' device for the S batch indices ``selected``
         ((S,) int64, CPU) of ``images`` (B,3,H,W) float32 in [0, 1], unclamped; and which of them to
-        keep ((S,) bool, CPU; the others fall back to the input)."""
+        keep ((S,) bool, CPU; the others fall back to the input). ``masks``: the call's (B,1,H,W)
+        masks or None (the base keeps the object afterwards; a subclass may read the donors')."""
         raise NotImplementedError
 
     def check_size(self, height: int, width: int) -> None:
@@ -205,7 +207,7 @@ class DonorAugmentation(Augmentation):
             return batch.clone()
         images = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
         with torch.no_grad():
-            new, keep = self.transform(images, selected, params)
+            new, keep = self.transform(images, selected, params, masks)
         on_device = selected.to(batch.device)
         inputs = images[on_device]
         new = torch.where(keep.to(batch.device)[:, None, None, None], new.clamp(0.0, 1.0), inputs)

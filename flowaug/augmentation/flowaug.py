@@ -178,7 +178,8 @@ class FlowAug(DonorAugmentation):
             raise ValueError(f"the flow was trained on {size}x{size} images but got {height}x{width}; "
                              f"pass resize=True to resize to {size}x{size} and back, or use a flow trained at this size")
 
-    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
+    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams,
+                  masks: Tensor | None) -> tuple[Tensor, Tensor]:
         """Decodes of the selected images with their new codes; non-finite decodes and (guard on)
         implausible ones are not kept. One device sync per call."""
         decoded, extra_bits = self._decode_new_nuisance(images, selected, params)

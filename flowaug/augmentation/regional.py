@@ -69,7 +69,8 @@ class RegionalColourSwap(DonorAugmentation):
             raise ValueError(f"images of {height}x{width} are smaller than the {self.grid}x{self.grid} grid; "
                              f"use a smaller grid")
 
-    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
+    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams,
+                  masks: Tensor | None) -> tuple[Tensor, Tensor]:
         means = cell_means(images, self.grid)
         on_device = selected.to(images.device)
         own = means[on_device]

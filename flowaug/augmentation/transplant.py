@@ -116,7 +116,6 @@ class BackgroundTransplant(DonorAugmentation):
         if isinstance(flow, (str, os.PathLike)):
             flow = load_model(flow, kind="flow")
         self.flow = None if flow is None else flow.eval().requires_grad_(False)
-        self._masks: Tensor | None = None
 
     def extra_repr(self) -> str:
         return (f"p={self.p}, donor={self.donor!r}, fill={self.fill!r}, temperature={self.temperature}, "
@@ -138,16 +137,13 @@ class BackgroundTransplant(DonorAugmentation):
         if masks is None:
             raise ValueError("BackgroundTransplant needs the objects' masks: call aug(x, y, masks=m) with m "
                              "(B,1,H,W) in [0, 1], 1 = object")
-        self._masks = masks
-        try:
-            return super()._augment(batch, params, masks)
-        finally:
-            self._masks = None
+        return super()._augment(batch, params, masks)
 
-    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams) -> tuple[Tensor, Tensor]:
+    def transform(self, images: Tensor, selected: Tensor, params: FlowAugParams,
+                  masks: Tensor | None) -> tuple[Tensor, Tensor]:
         donors = params.donor[selected].to(images.device)
         backgrounds = images[donors]
-        holes = dilate(self._masks[donors] > 0, self.dilation)
+        holes = dilate(masks[donors] > 0, self.dilation)
         if self.fill == "shift":
             return shift_fill(backgrounds, holes), torch.ones(len(selected), dtype=torch.bool)
         noise = torch.randn(len(selected), self.flow.num_dims, generator=self.call_generator())
