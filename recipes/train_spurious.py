@@ -19,6 +19,9 @@ are shared:
   regional mean colours).
 - ``flowaug-any`` / ``flowaug-other_group`` / ``flowaug-balanced``: FlowAug swaps with the flow
   pretrained on that cue's training split (``--flow``; default :data:`FLOWS`) and that donor policy.
+- ``transplant-shift`` / ``transplant-flow``: :class:`flowaug.BackgroundTransplant` with the exact
+  training masks: each swapped image keeps its object on a donor's whole background, the donor's
+  object hole filled by a non-learned shift or painted by the cue's flow (``--flow``).
 - ``*-masked``: the same swap on the background only (``aug(x, y, masks=m)``) with the exact
   training masks; ``*-masked-10pct``: with masks for 10% of the training images and the rest
   predicted by a mask predictor trained on those. No masks at test time.
@@ -47,7 +50,7 @@ import torch
 from torch import nn
 
 from flowaug.arguments import HelpFormatter, positive_int
-from flowaug.augmentation import FlowAug, RegionalColourSwap
+from flowaug.augmentation import BackgroundTransplant, FlowAug, RegionalColourSwap
 from flowaug.augmentation.baselines import AUGMENTATIONS, AugmentContext
 from flowaug.data.spurious import CUES, SpuriousBackgrounds
 from flowaug.errors import FlowaugError
@@ -89,10 +92,20 @@ class Method:
     """What one method changes: the training correlation, an augmentation, a masking strategy."""
 
     correlation: float = 0.95
-    augment: str | None = None        # "colorjitter", "regionalswap" or "flowaug"
+    augment: str | None = None        # "colorjitter", "regionalswap", "flowaug" or "transplant"
     donor: str = "any"                 # FlowAug's and RegionalColourSwap's donor policy
     masking: str | None = None         # "early" or "late"
     augment_masks: str | None = None   # the swap on the background only: "exact" or "10pct" (predicted)
+    fill: str = "shift"                # BackgroundTransplant's hole fill: "shift" or "flow"
+
+    @property
+    def needs_flow(self) -> bool:
+        return self.augment == "flowaug" or (self.augment == "transplant" and self.fill == "flow")
+
+    @property
+    def swaps(self) -> bool:
+        """Whether the augmentation draws donors (and so takes ``groups``)."""
+        return self.augment in ("flowaug", "regionalswap", "transplant")
 
 
 METHODS = {
@@ -107,6 +120,8 @@ METHODS = {
     "regionalswap": Method(augment="regionalswap"),
     "regionalswap-masked": Method(augment="regionalswap", augment_masks="exact"),
     "regionalswap-masked-10pct": Method(augment="regionalswap", augment_masks="10pct"),
+    "transplant-shift": Method(augment="transplant", augment_masks="exact"),
+    "transplant-flow": Method(augment="transplant", augment_masks="exact", fill="flow"),
     "early-masking": Method(masking="early"),
     "late-masking": Method(masking="late"),
 }
@@ -132,6 +147,9 @@ def build_augment(method: Method, flow: str, images: torch.Tensor, seed: int) ->
         return aug
     if method.augment == "regionalswap":
         return RegionalColourSwap(p=FLOWAUG_P, mode="swap", donor=method.donor, generator=seed)
+    if method.augment == "transplant":
+        return BackgroundTransplant(p=FLOWAUG_P, donor=method.donor, fill=method.fill,
+                                    flow=flow if method.fill == "flow" else None, generator=seed)
     if method.augment is not None:
         return AUGMENTATIONS[method.augment].build(AugmentContext(num_classes=10))
     return None
@@ -186,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     optimizer, lr = TRANSFORMER_OPTIMIZER if profile.arch.startswith("vit") else ("sgd", profile.lr)
     history = train_classifier(model, images, labels, epochs=profile.epochs, batch_size=profile.batch_size,
                                lr=lr, optimizer=optimizer, seed=args.seed, augment=augment, device="cpu",
-                               groups=groups if method.augment in ("flowaug", "regionalswap") else None,
+                               groups=groups if method.swaps else None,
                                masks=train_masks, progress=not args.quiet)
     train_seconds = time.perf_counter() - start
 
@@ -206,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "recipe": "train_spurious", "method": args.method, "seed": args.seed, "profile": args.profile, "cue": args.cue,
         "settings": {**asdict(profile), **asdict(method), "optimizer": optimizer, "lr": lr,
-                     "flow": args.flow if method.augment == "flowaug" else None,
+                     "flow": args.flow if method.needs_flow else None,
                      "flowaug_p": FLOWAUG_P, "mask_fill": MASK_FILL},
         "suites": results,
         "train_masks": mask_report or None,
@@ -251,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     benchmark = "spurious" if args.cue == "colour" else f"spurious-{args.cue}"
     args.out = args.out or Path("runs") / benchmark / args.method / f"seed{args.seed}"
-    if METHODS[args.method].augment == "flowaug" and args.flow is None:
+    if METHODS[args.method].needs_flow and args.flow is None:
         if args.cue not in FLOWS:
             parser.error(f"no flow is shipped for --cue {args.cue}; pass --flow (train one with flowaug pretrain "
                          f"--dataset spurious:PATH on a file from flowaug make-spurious --cue {args.cue})")
