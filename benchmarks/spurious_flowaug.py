@@ -1,5 +1,6 @@
 """Does FlowAug move the background where the bias lives? Swaps on SpuriousBackgrounds, through
-FlowAug and its non-learned twin RegionalColourSwap, on the whole image and on the background only.
+FlowAug and its non-learned twin RegionalColourSwap, on the whole image and on the background only,
+and through BackgroundTransplant (the donor's whole background, its object hole filled).
 
 Run from the repository root (the judge is the ``reference`` run of the cue's spurious sweep: a
 small CNN trained at rho = 0.1, where the background says nothing, so it reads the shape):
@@ -10,8 +11,9 @@ small CNN trained at rho = 0.1, where the background says nothing, so it reads t
         --judge runs/sweep_spurious_texture/reference/seed0/model.pt \\
         --out benchmarks/results/spurious_texture_flowaug.json
 
-Each run (:data:`RUNS`) calls ``FlowAug(flow, p=1, mode="swap", donor=policy, generator=seed)`` or
-``RegionalColourSwap(p=1, donor=policy, generator=seed)`` on the test split (rho = 0.95, so 95% of
+Each run (:data:`RUNS`) calls ``FlowAug(flow, p=1, mode="swap", donor=policy, generator=seed)``,
+``RegionalColourSwap(p=1, donor=policy, generator=seed)`` or ``BackgroundTransplant(p=1,
+fill="shift" | "mean" | "flow", flow=flow, generator=seed)`` (always with masks) on the test split (rho = 0.95, so 95% of
 the images are aligned) in batches of ``--batch-size`` with their groups, and with the exact masks
 (``masks=``) in the ``masked`` runs; donors are read from ``aug.last_params``. Measures, over the
 images that changed (FlowAug's guard rejections are counted apart):
@@ -29,10 +31,18 @@ images that changed (FlowAug's guard rejections are counted apart):
 - object_kept: the judge's accuracy on the outputs divided by its accuracy on their originals;
 - background_change / foreground_change: mean |output - original| outside / inside the exact mask.
 
-The ``transplant`` row is a reference, not an augmentation flowaug ships: the image's object (exact
-mask) pasted onto the whole image of its donor in the first run, i.e. what a complete change of background content
-looks like to these measures (the donor's own object stays where the image's object does not cover
-it).
+``fills`` (:func:`fill_errors`): how well BackgroundTransplant paints the donor's hole, on freshly
+rendered images whose true backgrounds (without objects) the renderer knows: mean |output - the
+donor's true background| over the hole (the donor's mask grown by 1 px, less the image's own
+object), for each fill (the flow's at several temperatures) and none (the donor's object left
+in). A flat fill scores well on this error without drawing any pattern: read it beside the
+images. The colour cue's backgrounds are not periodic (4x4 blocks of random brightness), the
+texture cue's are.
+
+The ``paste`` row is a reference, not an augmentation flowaug ships: the image's object (exact
+mask) pasted onto the whole image of its donor in the first run, hole not filled, i.e. what a
+complete change of background content looks like to these measures (the donor's own object stays
+where the image's object does not cover it).
 
 Writes ``--out`` (JSON) and ``<out stem>_grid.png``: 16 test images (original, donor, then every
 run with policy ``any``).
@@ -50,20 +60,28 @@ from torch import Tensor
 
 from flowaug.plots import save_labelled_grid
 from common import REPO, command_line, environment, write_json
-from flowaug import FlowAug, RegionalColourSwap, build_classifier, load_classifier
+from flowaug import BackgroundTransplant, FlowAug, RegionalColourSwap, build_classifier, load_classifier
 from flowaug.augmentation import DonorAugmentation
-from flowaug.data.spurious import CUES, PATTERNS, SpuriousBackgrounds, background_group
+from flowaug.augmentation.transplant import dilate
+from flowaug.data.spurious import CUES, PATTERNS, SpuriousBackgrounds, background_group, render_batch
 from flowaug.evaluation import predict as predict_labels
+from flowaug.pretrained import load_model
 from flowaug.training import train_classifier
 
+FILL_TEMPERATURES = (0.3, 0.7, 1.0)
 RUNS = (("flowaug", "any", False), ("flowaug", "other_group", False), ("flowaug", "balanced", False),
-        ("flowaug", "any", True), ("regionalswap", "any", False), ("regionalswap", "any", True))
+        ("flowaug", "any", True), ("regionalswap", "any", False), ("regionalswap", "any", True),
+        ("transplant-shift", "any", True), ("transplant-mean", "any", True), ("transplant-flow", "any", True))
 """(augmentation, donor policy, background only)."""
 
 
 def build(name: str, flow: str, policy: str, seed: int) -> DonorAugmentation:
     if name == "flowaug":
         return FlowAug(flow, p=1.0, mode="swap", donor=policy, generator=seed)
+    if name.startswith("transplant-"):
+        fill = name.removeprefix("transplant-")
+        return BackgroundTransplant(p=1.0, donor=policy, fill=fill, flow=flow if fill == "flow" else None,
+                                    generator=seed)
     return RegionalColourSwap(p=1.0, mode="swap", donor=policy, generator=seed)
 
 
@@ -107,10 +125,27 @@ def train_pattern_judge(epochs: int, seed: int) -> tuple[torch.nn.Module, float]
     return model.eval(), judge_accuracy(model, background_only(test[0], test[3]), test[2])
 
 
-def transplant(tensors: tuple[Tensor, ...], donor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def paste(tensors: tuple[Tensor, ...], donor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The reference row: each image's object (exact mask) pasted onto its ``donor`` image."""
     images, masks = tensors[0], tensors[3]
     return torch.lerp(images[donor], images, masks), donor, donor != torch.arange(len(images))
+
+
+def fill_errors(flow: str, cue: str, num_images: int, seed: int) -> dict[str, float]:
+    """Mean absolute error (0-1 scale) of each fill against the donor's true background, over its hole."""
+    images, masks, backgrounds = render_batch(num_images, cue, seed)
+    model = load_model(flow, kind="flow")
+    augs = {fill: BackgroundTransplant(p=1.0, fill=fill, generator=seed) for fill in ("shift", "mean")}
+    augs.update({f"flow T={t:g}": BackgroundTransplant(p=1.0, fill="flow", flow=model, temperature=t, generator=seed)
+                 for t in FILL_TEMPERATURES})
+    errors = {}
+    for name, aug in augs.items():
+        output = aug(images, masks=masks)
+        donor = aug.last_params.donor  # the same donors for every fill (one seed)
+        hole = (dilate(masks[donor] > 0, aug.dilation) & (masks == 0)).expand_as(images)
+        errors[name] = float((output - backgrounds[donor]).abs()[hole].mean())
+        errors.setdefault("none", float((images[donor] - backgrounds[donor]).abs()[hole].mean()))
+    return errors
 
 
 def measure(output: Tensor, donor: Tensor, changed: Tensor, judge: torch.nn.Module, tensors: tuple[Tensor, ...],
@@ -150,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pattern-epochs", type=int, default=3,
                         help="epochs of the texture cue's pattern judge (trained here on the training split)")
+    parser.add_argument("--fill-images", type=int, default=512, help="rendered images for the fill errors")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/spurious_flowaug.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -168,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     tensors = split.tensors()
     shown = torch.randperm(args.batch_size, generator=torch.Generator().manual_seed(args.seed))[:16]
     grid = [("original", tensors[0][shown])]
-    first_donors = None  # the transplant reuses the first run's donors, so the grid's donor row is its donor too
-    for name, policy, masked in (*RUNS, ("transplant", "any", True)):
-        aug = None if name == "transplant" else build(name, args.flow, policy, args.seed)
-        output, donor, changed = transplant(tensors, first_donors) if aug is None else \
+    first_donors = None  # the paste reuses the first run's donors, so the grid's donor row is its donor too
+    for name, policy, masked in (*RUNS, ("paste", "any", True)):
+        aug = None if name == "paste" else build(name, args.flow, policy, args.seed)
+        output, donor, changed = paste(tensors, first_donors) if aug is None else \
             swap_all(aug, tensors, masked, args.batch_size)
         first_donors = donor if first_donors is None else first_donors
         label = f"{name}/{policy}" + ("/masked" if masked else "")
@@ -182,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(grid) == 1:
                 grid.append(("donor", tensors[0][donor[shown]]))
             grid.append((label.replace("/any", ""), output[shown]))
+    report["fills"] = fill_errors(args.flow, args.cue, args.fill_images, args.seed)
+    print("fill error (mean |fill - true background| over the donor's hole):",
+          {k: round(v, 4) for k, v in report["fills"].items()}, flush=True)
     write_json(report, args.out)
     save_labelled_grid(grid, f"swaps (donor policy any) on SpuriousBackgrounds test, cue {args.cue}, flow {args.flow}",
                        args.out.with_name(args.out.stem + "_grid.png"), zoom=2.0)

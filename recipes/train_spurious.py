@@ -19,9 +19,10 @@ are shared:
   regional mean colours).
 - ``flowaug-any`` / ``flowaug-other_group`` / ``flowaug-balanced``: FlowAug swaps with the flow
   pretrained on that cue's training split (``--flow``; default :data:`FLOWS`) and that donor policy.
-- ``transplant-shift`` / ``transplant-flow``: :class:`flowaug.BackgroundTransplant` with the exact
-  training masks: each swapped image keeps its object on a donor's whole background, the donor's
-  object hole filled by a non-learned shift or painted by the cue's flow (``--flow``).
+- ``transplant-shift`` / ``transplant-mean`` / ``transplant-flow``: :class:`flowaug.BackgroundTransplant`
+  with the exact training masks: each swapped image keeps its object on a donor's whole background,
+  the donor's object hole filled by a non-learned shift or flat mean colour, or painted by the cue's
+  flow (``--flow``).
 - ``*-masked``: the same swap on the background only (``aug(x, y, masks=m)``) with the exact
   training masks; ``*-masked-10pct``: with masks for 10% of the training images and the rest
   predicted by a mask predictor trained on those. No masks at test time.
@@ -96,7 +97,7 @@ class Method:
     donor: str = "any"                 # FlowAug's and RegionalColourSwap's donor policy
     masking: str | None = None         # "early" or "late"
     augment_masks: str | None = None   # the swap on the background only: "exact" or "10pct" (predicted)
-    fill: str = "shift"                # BackgroundTransplant's hole fill: "shift" or "flow"
+    fill: str = "shift"                # BackgroundTransplant's hole fill: "shift", "mean" or "flow"
 
     @property
     def needs_flow(self) -> bool:
@@ -121,6 +122,7 @@ METHODS = {
     "regionalswap-masked": Method(augment="regionalswap", augment_masks="exact"),
     "regionalswap-masked-10pct": Method(augment="regionalswap", augment_masks="10pct"),
     "transplant-shift": Method(augment="transplant", augment_masks="exact"),
+    "transplant-mean": Method(augment="transplant", augment_masks="exact", fill="mean"),
     "transplant-flow": Method(augment="transplant", augment_masks="exact", fill="flow"),
     "early-masking": Method(masking="early"),
     "late-masking": Method(masking="late"),

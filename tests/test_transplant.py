@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from flowaug import BackgroundTransplant, load_pretrained
-from flowaug.augmentation.transplant import dilate, shift_fill
-from flowaug.data.spurious import render
+from flowaug.augmentation.transplant import dilate, mean_fill, shift_fill
+from flowaug.data.spurious import render_batch
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +21,7 @@ def texture_flow():
 
 def spurious_texture_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Texture-cue images, masks (N,1,32,32) and the true backgrounds (the renderer's, without objects)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    images, masks, backgrounds = render(labels, rng.integers(0, 10, n), 32, rng, cue="texture")
-    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0  # noqa: E731
-    return to_tensor(images), torch.from_numpy(masks)[:, None].float(), to_tensor(backgrounds)
+    return render_batch(n, "texture", seed)
 
 
 def test_the_object_is_kept_and_the_donors_background_taken_outside_its_hole():
@@ -50,6 +45,18 @@ def test_shift_fill_restores_a_background_whose_period_divides_the_shift():
     torch.testing.assert_close(shift_fill(stripes, holes), stripes)
     everywhere = torch.ones(1, 1, 32, 32, dtype=torch.bool)  # nothing to copy from: the mean colour
     assert torch.isfinite(shift_fill(stripes[:1], everywhere)).all()
+
+
+def test_mean_fill_paints_the_hole_flat_in_the_backgrounds_mean_colour():
+    images = torch.rand(2, 3, 8, 8)
+    holes = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    holes[:, :, 2:5, 3:7] = True
+    filled = mean_fill(images, holes)
+    outside = ~holes.expand_as(images)
+    assert torch.equal(filled[outside], images[outside])
+    expected = torch.stack([images[i][outside[i]].view(3, -1).mean(1) for i in range(2)])  # (2, 3)
+    torch.testing.assert_close(filled[:, :, 3, 4], expected)
+    torch.testing.assert_close(filled[:, :, 2, 6], expected)
 
 
 def test_the_flow_paints_the_hole_nearer_the_true_background_than_the_donors_object(texture_flow):
@@ -77,6 +84,8 @@ def test_bad_arguments_and_missing_masks_are_named(texture_flow):
         BackgroundTransplant(p=1.0)(images)
     with pytest.raises(ValueError, match="fill='flow' needs flow="):
         BackgroundTransplant(fill="flow")
+    with pytest.raises(ValueError, match="fill='mean' is not learned and takes no flow"):
+        BackgroundTransplant(fill="mean", flow=texture_flow)
     with pytest.raises(ValueError, match="unknown fill"):
         BackgroundTransplant(fill="inpaint")
     with pytest.raises(ValueError, match="dilation"):

@@ -9,6 +9,7 @@ what goes there:
 - ``"shift"`` (non-learned): the donor's background from the same image shifted by half its size
   (then a quarter, ...), the first shift that lands on background; pixels no shift reaches take the
   background's mean colour. Exact for periodic backgrounds whose period divides the shift;
+- ``"mean"`` (non-learned): the hole in the mean colour of the donor's background, a flat patch;
 - ``"flow"``: the donor is encoded by a :class:`~flowaug.flow.model.DecoupledFlow`, the semantic
   latent under the hole (at every multiscale level) is redrawn from N(0, T^2) and decoded under the
   donor's own code, so the flow paints the hole as it models backgrounds of that kind.
@@ -39,7 +40,7 @@ from flowaug.augmentation.params import FlowAugParams
 from flowaug.flow.model import DecoupledFlow, Latents
 from flowaug.pretrained import load_model
 
-FILLS = ("shift", "flow")
+FILLS = ("shift", "mean", "flow")
 
 
 def dilate(holes: Tensor, pixels: int) -> Tensor:
@@ -53,7 +54,7 @@ def shift_fill(images: Tensor, holes: Tensor) -> Tensor:
     """``images`` (B,3,H,W) with the ``holes`` (B,1,H,W) bool filled from the image itself, shifted
     (cyclically) by (H/2, W/2), (H/2, 0), (0, W/2), then by quarters and eighths: each hole pixel
     takes the first shifted pixel that is not in a hole; what none reaches takes the mean colour
-    of the pixels outside the holes."""
+    of the pixels outside the holes (:func:`mean_fill`)."""
     height, width = images.shape[-2:]
     filled, remaining = images.clone(), holes.clone()
     for divisor in (2, 4, 8):
@@ -62,9 +63,15 @@ def shift_fill(images: Tensor, holes: Tensor) -> Tensor:
             take = remaining & ~torch.roll(holes, shift, dims=(-2, -1))
             filled = torch.where(take, torch.roll(images, shift, dims=(-2, -1)), filled)
             remaining &= ~take
+    return torch.where(remaining, mean_fill(images, holes), filled)
+
+
+def mean_fill(images: Tensor, holes: Tensor) -> Tensor:
+    """``images`` (B,3,H,W) with the ``holes`` (B,1,H,W) bool in the mean colour of each image's
+    pixels outside its holes."""
     outside = (~holes).float()
     mean = (images * outside).sum((2, 3), keepdim=True) / outside.sum((2, 3), keepdim=True).clamp_min(1.0)
-    return torch.where(remaining, mean.expand_as(images), filled)
+    return torch.where(holes, mean.expand_as(images), images)
 
 
 @torch.no_grad()
@@ -107,9 +114,10 @@ class BackgroundTransplant(DonorAugmentation):
                  dilation: int = 1, generator: torch.Generator | int | None = None) -> None:
         super().__init__(p, "swap", (0.5, 1.0), donor, generator)
         check_choice("fill", fill, FILLS)
-        if (flow is None) != (fill == "shift"):
-            raise ValueError("fill='flow' needs flow= (a registry name, checkpoint path or DecoupledFlow); "
-                             "fill='shift' takes no flow")
+        if fill == "flow" and flow is None:
+            raise ValueError("fill='flow' needs flow= (a registry name, checkpoint path or DecoupledFlow)")
+        if fill != "flow" and flow is not None:
+            raise ValueError(f"fill={fill!r} is not learned and takes no flow; pass fill='flow' to paint with it")
         if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 0:
             raise ValueError(f"dilation must be an int >= 0 (pixels), got {dilation!r}")
         self.fill, self.temperature, self.dilation = fill, check_number("temperature", temperature, 0.0), dilation
@@ -131,7 +139,7 @@ class BackgroundTransplant(DonorAugmentation):
         size = None if self.flow is None else self.flow.config.image_size
         if size is not None and (height, width) != (size, size):
             raise ValueError(f"images of {height}x{width} do not fit the fill flow, trained at {size}x{size}; "
-                             f"resize them or use fill='shift'")
+                             f"resize them or use a non-learned fill")
 
     def _augment(self, batch: Tensor, params: FlowAugParams, masks: Tensor | None) -> Tensor:
         if masks is None:
@@ -144,8 +152,9 @@ class BackgroundTransplant(DonorAugmentation):
         donors = params.donor[selected].to(images.device)
         backgrounds = images[donors]
         holes = dilate(masks[donors] > 0, self.dilation)
-        if self.fill == "shift":
-            return shift_fill(backgrounds, holes), torch.ones(len(selected), dtype=torch.bool)
+        if self.fill != "flow":
+            fill = shift_fill if self.fill == "shift" else mean_fill
+            return fill(backgrounds, holes), torch.ones(len(selected), dtype=torch.bool)
         noise = torch.randn(len(selected), self.flow.num_dims, generator=self.call_generator())
         filled = flow_fill(self.flow, backgrounds, holes, noise.to(images.device) * self.temperature)
         return filled, torch.isfinite(filled).flatten(1).all(dim=1).cpu()

@@ -161,6 +161,16 @@ def render(labels: np.ndarray, groups: np.ndarray, size: int, rng: np.random.Gen
     return images, masks, backgrounds
 
 
+def render_batch(num_images: int, cue: str = "colour", seed: int = 0, size: int = 32
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images (N,3,S,S) in [0, 1], masks (N,1,S,S) float (1 = object) and the true backgrounds
+    (N,3,S,S), the renderer's without objects; classes and groups drawn uniformly (seeded)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, num_images)
+    images, masks, backgrounds = render(labels, rng.integers(0, NUM_GROUPS, num_images), size, rng, cue)
+    return to_float_chw(images), torch.from_numpy(masks)[:, None].float(), to_float_chw(backgrounds)
+
+
 def draw_groups(labels: np.ndarray, correlation: float, rng: np.random.Generator) -> np.ndarray:
     """Group of each image: its class with probability ``correlation``, else one of the other groups."""
     aligned = rng.random(len(labels)) < correlation
