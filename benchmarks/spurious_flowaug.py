@@ -13,10 +13,11 @@ small CNN trained at rho = 0.1, where the background says nothing, so it reads t
 
 Each run (:data:`RUNS`) calls ``FlowAug(flow, p=1, mode="swap", donor=policy, generator=seed)``,
 ``RegionalColourSwap(p=1, donor=policy, generator=seed)`` or ``BackgroundTransplant(p=1,
-fill="shift" | "mean" | "flow", flow=flow, generator=seed)`` (always with masks) on the test split (rho = 0.95, so 95% of
-the images are aligned) in batches of ``--batch-size`` with their groups, and with the exact masks
-(``masks=``) in the ``masked`` runs; donors are read from ``aug.last_params``. Measures, over the
-images that changed (FlowAug's guard rejections are counted apart):
+fill="shift" | "mean" | "flow", flow=flow, generator=seed)`` (always with masks) on the test
+split (rho = 0.95, so 95% of the images are aligned) in batches of ``--batch-size`` with their
+groups, and with the exact masks (``masks=``) in the ``masked`` runs; donors are read from
+``aug.last_params``. Measures, over the images that changed (FlowAug's guard rejections are
+counted apart):
 
 - group_changed / took_donor_group (colour cue only: the background's hue group by
   :func:`flowaug.data.spurious.background_group` on the exact mask): the output's group differs

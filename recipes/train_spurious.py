@@ -62,7 +62,7 @@ from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_class
 from flowaug.models.vit import SmallViT
 from flowaug.training import device_name, train_classifier
 
-FLOWAUG_P = 0.5          # share of each batch that FlowAug swaps (FlowAug's default; the rest stays as drawn)
+FLOWAUG_P = 0.5          # share of each batch every swap changes (FlowAug's default; the rest stays as drawn)
 MASK_FILL = "mean"       # early masking's fill: the value a normalising classifier sees as no signal
 MASK_PREDICTOR_EPOCHS = 1
 KNOWN_MASKS = 0.1        # *-masked-10pct: the share of training images whose exact mask is known
@@ -94,7 +94,7 @@ class Method:
 
     correlation: float = 0.95
     augment: str | None = None        # "colorjitter", "regionalswap", "flowaug" or "transplant"
-    donor: str = "any"                 # FlowAug's and RegionalColourSwap's donor policy
+    donor: str = "any"                 # the donor policy of the swaps (FlowAug, RegionalColourSwap, transplant)
     masking: str | None = None         # "early" or "late"
     augment_masks: str | None = None   # the swap on the background only: "exact" or "10pct" (predicted)
     fill: str = "shift"                # BackgroundTransplant's hole fill: "shift", "mean" or "flow"
