@@ -46,6 +46,7 @@ from flowaug.attribution.fido import make_infill, objective_term
 from flowaug.attribution.samplers import sample_masks
 from flowaug.data.base import to_float_chw
 from flowaug.data.spurious import SpuriousBackgrounds
+from flowaug.models.predict import predict
 from flowaug.pretrained import load_model
 
 MASK_COUNTS = (1, 2, 4, 8, 16, 32)
@@ -68,16 +69,11 @@ def gradient_variance(model: nn.Module, images: Tensor, labels: Tensor, theta: T
     return float(torch.stack(grads).var(0).mean())
 
 
-def predicted(model: nn.Module, images: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(images).argmax(1)
-
-
 def samplers_part(reference: nn.Module, count: int, steps: int, seed: int) -> dict[str, Any]:
     images, labels, _, masks = SpuriousBackgrounds("test_shift", num_images=1000).tensors()
     pick = torch.randperm(1000, generator=torch.Generator().manual_seed(seed))[:count]
     images, masks = images[pick], masks[pick]
-    labels = predicted(reference, images)
+    labels = predict(reference, images)
     warm = fido(reference, images, labels, sampler="simplified", generator=torch.Generator().manual_seed(seed),
                 steps=50, masks_per_step=32, progress=False, **SETTINGS).maps
     thetas = {"start": torch.zeros_like(warm), "after 50 steps": torch.logit(warm.clamp(1e-6, 1 - 1e-6))}
@@ -116,7 +112,7 @@ def reliance_part(runs: Path, count: int, steps: int, seed: int) -> tuple[dict[s
             print(f"reliance: {path} missing, skipped", flush=True)
             continue
         model = load_classifier(path).eval()
-        guess = predicted(model, images)
+        guess = predict(model, images)
         result = fido(model, images, guess, sampler="simplified", generator=torch.Generator().manual_seed(seed),
                       steps=steps, masks_per_step=4, progress=False, **SETTINGS)
         reliance, iou = background_reliance(result.maps, masks), region_iou(result.maps, masks)
@@ -124,7 +120,7 @@ def reliance_part(runs: Path, count: int, steps: int, seed: int) -> tuple[dict[s
         results[method] = {
             subset: {"background_reliance": float(reliance[rows].mean()), "iou": float(iou[rows].mean()),
                      "accuracy": float((guess[rows] == labels[rows]).float().mean()),
-                     "accuracy_ssr_region_only": float((predicted(model, kept[rows]) == labels[rows]).float().mean())}
+                     "accuracy_ssr_region_only": float((predict(model, kept[rows]) == labels[rows]).float().mean())}
             for subset, rows in (("aligned", is_aligned), ("conflicting", ~is_aligned))}
         results[method]["foreground_area"] = float(masks.mean())
         maps[method] = result.maps
@@ -142,7 +138,7 @@ def cifar_part(data_root: str, count: int, steps: int, seed: int) -> dict[str, A
     pick = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:count]
     images = to_float_chw(data.images[pick.numpy()])
     subgroups = torch.from_numpy(data.subgroups[pick.numpy()])
-    result = fido(model, images, predicted(model, images), sampler="simplified",
+    result = fido(model, images, predict(model, images), sampler="simplified",
                   generator=torch.Generator().manual_seed(seed), steps=steps, masks_per_step=4, progress=False,
                   **SETTINGS)
     reliance = background_reliance(result.maps, centre_square(32, 8).expand(len(images), -1, -1, -1))

@@ -56,7 +56,7 @@ from common import (DEFAULT_DATA_ROOT, REPO, cifar10_test_batch, command_line, D
 
 from flowaug.augmentation import FlowAug, RegionalColourSwap
 from flowaug.errors import FlowaugError
-from flowaug.models.classifiers import build_classifier
+from flowaug.models import build_classifier
 from flowaug.pretrained import load_model
 from flowaug.training import OPTIMIZERS
 

@@ -36,7 +36,7 @@ from common import REPO, add_quality_args, cifar10_test_batch, command_line, env
 
 from flowaug.errors import FlowaugError
 from flowaug.flow import PRESETS, DecoupledFlow
-from flowaug.models.classifiers import build_classifier
+from flowaug.models import build_classifier
 from flowaug.pretrained import load_model
 from flowaug.quality import round_trip_error
 

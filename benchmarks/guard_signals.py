@@ -42,7 +42,8 @@ from common import REPO, add_quality_args, cifar10_test_batch, command_line, env
 from flowaug.augmentation import FlowAug
 from flowaug.errors import FlowaugError
 from flowaug.pretrained import load_model
-from flowaug.quality import correlation, gradient_magnitude, luminance
+from flowaug.models.layers import luma
+from flowaug.quality import correlation, gradient_magnitude
 
 SIGNALS = ("density", "structure", "luminance", "re-encoding")
 
@@ -77,7 +78,7 @@ def signals_and_outcomes(aug: FlowAug, judge: nn.Module, images: Tensor, labels:
         out = aug(x)
         values["density"].append(aug.last_extra_bits.double())
         values["structure"].append(1 - correlation(gradient_magnitude(x).flatten(1), gradient_magnitude(out).flatten(1)))
-        values["luminance"].append(1 - correlation(luminance(x).flatten(1), luminance(out).flatten(1)))
+        values["luminance"].append(1 - correlation(luma(x).flatten(1), luma(out).flatten(1)))
         semantic = aug.flow.encode(x, validate=False).semantic
         again = aug.flow.encode(out, validate=False).semantic
         values["re-encoding"].append(((again - semantic).norm(dim=1) / semantic.norm(dim=1)).double())

@@ -65,7 +65,7 @@ from flowaug import BackgroundTransplant, FlowAug, RegionalColourSwap, build_cla
 from flowaug.augmentation import DonorAugmentation
 from flowaug.augmentation.transplant import dilate
 from flowaug.data.spurious import CUES, PATTERNS, SpuriousBackgrounds, background_group, render_batch
-from flowaug.evaluation import predict as predict_labels
+from flowaug.models.predict import predict
 from flowaug.pretrained import load_model
 from flowaug.training import train_classifier
 
@@ -98,10 +98,6 @@ def swap_all(aug: DonorAugmentation, tensors: tuple[Tensor, ...], masked: bool, 
         donors.append(aug.last_params.donor + start)
         changed.append(aug.last_augmented.cpu())
     return torch.cat(outputs), torch.cat(donors), torch.cat(changed)
-
-
-def predict(model: torch.nn.Module, images: Tensor) -> Tensor:
-    return torch.from_numpy(predict_labels(model, images, progress=False))
 
 
 def judge_accuracy(judge: torch.nn.Module, images: Tensor, labels: Tensor) -> float:

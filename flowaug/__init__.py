@@ -6,9 +6,9 @@ from flowaug.data.spurious import SpuriousBackgrounds
 from flowaug.evaluation import evaluate
 from flowaug.flow import DecoupledFlow, FlowConfig, Latents
 from flowaug.masking import EarlyMasking, LateMasking, train_mask_predictor
-from flowaug.models.classifiers import build_classifier, load_classifier, save_classifier
+from flowaug.models import build_classifier, load_classifier, save_classifier
 from flowaug.pretrained import available_pretrained, load_pretrained
-from flowaug.pretraining import PretrainConfig, pretrain
+from flowaug.training import PretrainConfig, pretrain
 
 __version__ = "0.1.0"
 

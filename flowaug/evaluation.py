@@ -21,9 +21,7 @@ so a number is never separated from the data it was measured on.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,33 +31,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from flowaug.arguments import HelpFormatter, positive_int
 from flowaug.data import ALL_CORRUPTIONS, CIFAR10, CIFAR10_1, CIFAR100, CIFAR100B, CIFAR10B, CIFARC, ArrayDataset
 from flowaug.data.cifar_c import C_DIRS, SEVERITIES, cifar_c_dir
 from flowaug.data.spurious import DEFAULT_SIZES, NUM_GROUPS, SHAPES, SpuriousBackgrounds
 from flowaug.errors import DatasetNotFoundError
-from flowaug.fileio import atomic_write_text
 from flowaug.metrics import corruption_summary, macro_std, shift_gap, subgroup_metrics
-from flowaug.training import to_float_images
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray | torch.Tensor, *, batch_size: int = 500,
-            device: torch.device | str | None = None, progress: bool = True, desc: str = "predict") -> np.ndarray:
-    """Predicted labels int64 (N,) for uint8 (N, H, W, 3) images (or float (N, 3, H, W) in [0, 1]).
-
-    Batches are moved to ``device`` (default: the model's device) and converted there,
-    so no float copy of the whole set is made; the model runs in eval mode under
-    ``torch.no_grad`` and is left in eval mode on ``device``.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
-    images = torch.as_tensor(images)
-    predictions = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = to_float_images(images[start:start + batch_size].to(device))
-        predictions.append(model(batch).argmax(1).cpu())
-    return torch.cat(predictions).numpy() if predictions else np.zeros(0, dtype=np.int64)
+from flowaug.models.predict import predict
 
 
 @dataclass(frozen=True)
@@ -88,7 +65,7 @@ def _correct(model: nn.Module, data: ArrayDataset, ctx: EvalContext, bar: bool =
     key = hashlib.sha256(images.data).hexdigest()
     if key not in ctx.predictions:
         ctx.predictions[key] = predict(model, images, batch_size=ctx.batch_size, device=ctx.device,
-                                       progress=ctx.progress and bar, desc=data.description)
+                                       progress=ctx.progress and bar, desc=data.description).numpy()
     return ctx.predictions[key] == data.labels[rows], rows
 
 
@@ -154,7 +131,7 @@ def _spurious(model: nn.Module, ctx: EvalContext, dataset: str) -> dict[str, Any
     data = SpuriousBackgrounds("test_shift", num_images=ctx.limit or DEFAULT_SIZES["test_shift"])
     a = data.arrays
     predictions = predict(model, a.images, batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress,
-                          desc=data.description)
+                          desc=data.description).numpy()
     return {"description": data.description, "num_images": len(a.labels), "subset": None,
             **spurious_metrics(predictions == a.labels, a.labels, a.groups)}
 
@@ -271,54 +248,19 @@ def evaluate(
     return report
 
 
-def _headline(entry: dict[str, Any]) -> str:
-    """One line of the suite's main numbers, for the terminal."""
+def headline(entry: dict[str, Any]) -> str:
+    """One line of a suite entry's main numbers (of an :func:`evaluate` report), for the terminal: the
+    one formatter of results that ``flowaug evaluate`` and the recipes print."""
     if "summary" in entry:
         part = "benchmark" if entry["summary"]["benchmark"]["mean"] is not None else "extra"
         return (f"mean {part} corruption accuracy {entry['summary'][part]['mean']:.2f}%, "
                 f"mean MacroStd {entry['macro_std_summary'][part]['mean']:.2f}")
     text = f"accuracy {entry['accuracy']:.2f}%"
+    if "aligned_accuracy" in entry:
+        return (f"{text}, aligned {entry['aligned_accuracy']:.2f}%, conflicting {entry['conflicting_accuracy']:.2f}%, "
+                f"worst cell {entry['worst_group']['cell']['accuracy']:.2f}%")
     if "macro_std" in entry:
         text += f", MacroStd {entry['macro_std']:.2f}, worst subgroup {entry['worst_group']['subgroup_accuracy']:.2f}%"
     if "gap" in entry:
         text += f", gap to clean {entry['gap']:.2f}"
     return text
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``flowaug evaluate``: load a checkpoint, evaluate, write report.json and PNG plots to ``--out``."""
-    from flowaug.plots import write_report_plots
-    from flowaug.pretrained import load_model
-
-    model = load_model(args.checkpoint, kind="classifier")
-    report = evaluate(model, args.suites, args.data_root, dataset=args.dataset, batch_size=args.batch_size,
-                      device=args.device, corruptions=args.corruptions, severities=args.severities,
-                      limit=args.limit, c_dir=args.c_dir)
-    report["checkpoint"] = {"path": str(args.checkpoint), "meta": getattr(model, "meta", {})}
-    out = Path(args.out)
-    atomic_write_text(json.dumps(report, indent=2) + "\n", out / "report.json")
-    plots = write_report_plots(report, out)
-    for name, entry in report["suites"].items():
-        print(f"{name}: {_headline(entry)}  [{entry['description']}]")
-    print(f"wrote {out / 'report.json'} and {len(plots)} plot(s)")
-    return 0
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``flowaug evaluate``."""
-    parser = subparsers.add_parser("evaluate", help="evaluate a classifier checkpoint on clean/B/C/10.1 suites",
-                                   description=run_cli.__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="classifier checkpoint (save_classifier) or registry name, e.g. cifar10-classifier")
-    parser.add_argument("--suites", nargs="+", default=["clean", "cifar10b"], choices=list(SUITES))
-    parser.add_argument("--data-root", default=None, help="data root (default: $FLOWAUG_DATA)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for report.json and PNGs")
-    parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"],
-                        help="what 'clean' means")
-    parser.add_argument("--batch-size", type=positive_int, default=500)
-    parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images of each set")
-    parser.add_argument("--c-dir", default=None, help="folder with the CIFAR-C .npy files")
-    parser.add_argument("--corruptions", nargs="+", default=None, choices=list(ALL_CORRUPTIONS))
-    parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), choices=list(SEVERITIES))
-    parser.set_defaults(func=run_cli)

@@ -174,3 +174,8 @@ def read_checkpoint(path: str | os.PathLike, format_tag: str, version: int, what
         raise CheckpointError(f"{path} has {what} checkpoint version {checkpoint.get('version')!r}; "
                               f"this flowaug reads version {version}")
     return checkpoint
+
+
+def finished_run(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a finished training run: its ``report.json``, written last and atomically."""
+    return (Path(run_dir) / "report.json").is_file()

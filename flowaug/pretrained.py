@@ -38,6 +38,8 @@ from torch import nn
 from flowaug.cache import cache_root
 from flowaug.errors import CheckpointError, ChecksumMismatchError, DataFormatError, UnknownPretrainedError
 from flowaug.fileio import atomic_write_text, sha256_file
+from flowaug.flow.model import DecoupledFlow
+from flowaug.models.registry import load_classifier
 
 MANIFEST_NAME = "registry.json"
 SOURCE_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -45,14 +47,10 @@ PACKAGED_PRETRAINED_DIR = Path(__file__).resolve().parent / "weights"  # pretrai
 
 
 def _load_flow(path: Path, map_location: Any) -> nn.Module:
-    from flowaug.flow.model import DecoupledFlow
-
     return DecoupledFlow.from_checkpoint(path, map_location=map_location)
 
 
 def _load_classifier(path: Path, map_location: Any) -> nn.Module:
-    from flowaug.models.classifiers import load_classifier
-
     return load_classifier(path, map_location=map_location)
 
 

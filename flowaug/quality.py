@@ -1,5 +1,5 @@
 """Measures of augmentation quality: does an augmented image keep its object and label while
-taking another image's colour and background? (the README's "Does a swap keep the object?")
+taking another image's colour and background? (docs/status.md, "Does a swap keep the object?")
 
 Every image argument is a float tensor (B, 3, H, W) with values in [0, 1], on any device; the
 batches compared by one function share shape and device. Inputs are validated: a wrong shape,
@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flow.model import DecoupledFlow, Latents
+from flowaug.models.layers import luma
+from flowaug.models.predict import predict
 from flowaug.validation import check_float_images
 
 REDUCTIONS = ("mean", "none")
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grayscale weights
 FLAT_STD = 1e-6  # a reference whose std is below this is "constant" (correlation undefined)
 
 
@@ -116,17 +117,12 @@ def nuisance_transfer(output: Tensor, original: Tensor, donor: Tensor, width: in
     }
 
 
-def luminance(x: Tensor) -> Tensor:
-    """BT.601 grayscale (luma) of RGB images: (B,3,H,W) -> (B,1,H,W). No input validation."""
-    return (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
 def gradient_magnitude(x: Tensor) -> Tensor:
     """Sobel gradient magnitude of the grayscale (BT.601 luma) image: (B,3,H,W) -> (B,H,W).
 
     Borders use replicate padding. No input validation (internal helper of the measures).
     """
-    gray = F.pad(luminance(x), (1, 1, 1, 1), mode="replicate")
+    gray = F.pad(luma(x), (1, 1, 1, 1), mode="replicate")
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
     kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)
     return F.conv2d(gray, kernels).pow(2).sum(1).sqrt()
@@ -177,23 +173,8 @@ def finite_fraction(x: Tensor) -> float:
     return _finite_images(x).double().mean().item()
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(iter(module.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(module.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-@torch.no_grad()
 def _accuracy(classifier: nn.Module, x: Tensor, labels: Tensor, batch_size: int) -> float:
-    device = _device_of(classifier)
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        logits = classifier(x[start:start + batch_size].to(device))
-        if logits.dim() != 2:
-            raise ValueError(f"classifier must return logits (B, num_classes), got shape {tuple(logits.shape)}")
-        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size].cpu()).sum().item()
-    return correct / x.shape[0]
+    return (predict(classifier, x, batch_size=batch_size) == labels.cpu()).float().mean().item()
 
 
 def label_preservation(classifier: nn.Module, output: Tensor, original: Tensor, labels: Tensor,

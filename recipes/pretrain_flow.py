@@ -7,8 +7,8 @@ a warm start from ``cifar10-film`` (itself this recipe from scratch with ``INIT_
     python recipes/pretrain_flow.py --data-root ../shared/data --out runs/flow-cpu-small --time-limit 90
     torchrun --nproc_per_node=2 recipes/pretrain_flow.py --data-root DIR --out DIR   # DDP, one process per GPU
 
-Everything below is a setting of :class:`flowaug.pretraining.PretrainConfig`; the training loop
-itself is :func:`flowaug.pretraining.pretrain` (the same code as ``flowaug pretrain``).
+Everything below is a setting of :class:`flowaug.PretrainConfig`; the training loop
+itself is :func:`flowaug.pretrain` (the same code as ``flowaug pretrain``).
 Stopped runs (``--time-limit``, Ctrl-C after a checkpoint) continue exactly with ``--resume``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from flowaug.arguments import HelpFormatter
-from flowaug.pretraining import PretrainConfig, pretrain
+from flowaug.training import PretrainConfig, pretrain
 
 DATASET = "cifar10"        # or cifar100, folder:PATH, npz:PATH
 PRESET = "cpu-small"       # tiny | cpu-small | cpu-small-shift | cpu-small-colour | gpu-base

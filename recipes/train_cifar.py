@@ -32,24 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
-from flowaug.augmentation import FlowAug, reseed
+from flowaug.augmentation import FlowAug
 from flowaug.augmentation.baselines import AugmentContext, build_augment, parse_augmentations
 from flowaug.data import CIFAR10_1, load_cifar
 from flowaug.data.cifar_c import cifar_c_dir
 from flowaug.data.make_cifar_c import generate_once, shared_cifar_c_dir
 from flowaug.errors import DatasetNotFoundError, FlowaugError
-from flowaug.evaluation import SUITES, evaluate
-from flowaug.fileio import atomic_write_text, claim_run_folder
-from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
+from flowaug.evaluation import SUITES, evaluate, headline
+from flowaug.fileio import atomic_write_text, claim_run_folder, finished_run
+from flowaug.models import CLASSIFIERS, build_classifier, save_classifier
 from flowaug.pretrained import load_model
-from flowaug.seeding import seeded_generator
-from flowaug.training import OPTIMIZERS, as_image_tensor, as_label_tensor, device_name, load_train_state, one_cycle, \
-    run_progress, save_train_state, to_float_images, train_epoch
+from flowaug.data.base import to_float_images
+from flowaug.training import Runtime, device_name, train_classifier
 
 
 @dataclass(frozen=True)
@@ -221,31 +218,6 @@ def default_suites(dataset: str, data_root: str | None, c_dir: Path | None) -> l
     return suites
 
 
-def headline(entry: dict[str, Any]) -> str:
-    """The main numbers of one suite entry of a :func:`flowaug.evaluate` report."""
-    if "summary" in entry:
-        return (f"mean benchmark-corruption accuracy {entry['summary']['benchmark']['mean']:.2f}%, "
-                f"mean MacroStd {entry['macro_std_summary']['benchmark']['mean']:.2f}")
-    text = f"accuracy {entry['accuracy']:.2f}%"
-    if "macro_std" in entry:
-        text += f", MacroStd {entry['macro_std']:.2f}, worst group {entry['worst_group']['subgroup_accuracy']:.2f}%"
-    return text
-
-
-def join_process_group(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from ``torchrun``'s environment; gloo on CPU, nccl on CUDA."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
-    torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if world_size == 1:
-        return 0, 1, torch_device
-    if use_cuda:
-        torch.cuda.set_device(torch_device)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), world_size, torch_device
-
-
 def flowaug_counts(augment: nn.Module) -> dict[str, int]:
     """FlowAug's counters (:attr:`flowaug.FlowAug.COUNTERS`: images changed, non-finite
     fallbacks, rejected by the guard, ...) summed over its instances in ``augment``, of this process
@@ -255,48 +227,36 @@ def flowaug_counts(augment: nn.Module) -> dict[str, int]:
             for name in FlowAug.COUNTERS} if instances else {}
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, checkpoint every epoch, evaluate; returns the report (rank 0) or {} (other ranks)."""
+def train(args: argparse.Namespace, runtime: Runtime) -> dict[str, Any]:
+    """Train (a checkpoint every epoch; the same command continues an interrupted run), evaluate;
+    returns the report (rank 0) or {} (other ranks, or stopped by --stop-after)."""
     started = time.perf_counter()
-    rank, world_size, device = join_process_group(args.device)
-    is_main = rank == 0
-    out: Path = args.out
-
+    device, is_main, out = runtime.device, runtime.is_main, args.out
     if is_main:
         print(f"loading the {args.dataset} training split (a few seconds) ...", flush=True)
     train_set = load_cifar(args.dataset, "train", args.data_root)
     images, labels = train_set.images[:args.train_images], train_set.labels[:args.train_images]
-    x_all, y_all = as_image_tensor(images, device), as_label_tensor(labels, len(images), device)
     num_classes = len(train_set.classes)
     aug_names = parse_augmentations(args.aug)
     if is_main:
-        print(f"{train_set.description}: {len(x_all)} train images, {args.model}, aug {'+'.join(aug_names)}, "
-              f"{args.epochs} epochs, {world_size} process(es) on {device} with {torch.get_num_threads()} CPU "
-              f"thread(s) (FLOWAUG_THREADS), out {out}", flush=True)
+        print(f"{train_set.description}: {len(images)} train images, {args.model}, aug {'+'.join(aug_names)}, "
+              f"{args.epochs} epochs, {runtime.world_size} process(es) on {device} with {torch.get_num_threads()} "
+              f"CPU thread(s) (FLOWAUG_THREADS), out {out}", flush=True)
     flow = load_model(args.flow, kind="flow") if "flowaug" in aug_names else args.flow
     build_cache = args.flowaug_cache and not flow.code_enters_colour_only  # a colour flow needs none
-    cache_images = to_float_images(x_all) if build_cache else None  # FlowAug sees untouched images
+    cache_images = to_float_images(torch.as_tensor(images).to(device)) if build_cache else None  # FlowAug sees untouched images
     augment = build_augment(args.aug, AugmentContext(num_classes, flow, FLOWAUG_P, FLOWAUG_MODE, device,
                                                      args.aug_workers, cache_images))
     del cache_images
     torch.manual_seed(args.seed)  # the model's initial weights
     model = build_classifier(args.model, num_classes)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    net = DistributedDataParallel(model) if world_size > 1 else model
-    optimizer = OPTIMIZERS[OPTIMIZER](model.parameters(), args.lr, WEIGHT_DECAY)
-    total_steps = args.epochs * (len(x_all) // args.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, total_steps, WARMUP_FRACTION))
 
     config = {"aug": aug_names, "model": args.model, "dataset": args.dataset, "data": train_set.description,
-              "train_images": len(x_all), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "train_images": len(images), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last, "optimizer": OPTIMIZER,
               "weight_decay": WEIGHT_DECAY, "label_smoothing": LABEL_SMOOTHING, "warmup_fraction": WARMUP_FRACTION,
               "flow": str(args.flow) if "flowaug" in aug_names else None, "flowaug_p": FLOWAUG_P,
-              "flowaug_mode": FLOWAUG_MODE, "flowaug_cache": args.flowaug_cache, "world_size": world_size}
-    state_path = out / "train_state.pt"
-    resuming = state_path.exists()  # the same command continues an interrupted run; other settings are refused
-    history = load_train_state(state_path, model, optimizer, scheduler, config) if resuming else []
+              "flowaug_mode": FLOWAUG_MODE, "flowaug_cache": args.flowaug_cache, "world_size": runtime.world_size}
     if is_main:
         atomic_write_text(json.dumps({**config, "profile": args.profile, "command": args.command,
                                       "device": str(device), "torch": str(torch.__version__),
@@ -308,31 +268,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise DatasetNotFoundError(f"--eval-suites asks for CIFAR-C but {missing} has no labels.npy; "
                                    "pass --c-dir or drop --no-make-c")
 
-    last_epoch = min(args.epochs, args.stop_after or args.epochs)
-    steps_per_epoch = len(x_all) // args.batch_size
-    overall = run_progress(args.epochs * steps_per_epoch, len(history) * steps_per_epoch, enabled=is_main)
-    for epoch in range(len(history) + 1, last_epoch + 1):
-        reseed(augment, args.seed, epoch, rank + 1)
-        overall.set_description(f"training, epoch {epoch}/{args.epochs} (evaluation follows)")
-        counts_before = flowaug_counts(augment)
-        record = train_epoch(net, optimizer, scheduler, x_all, y_all, batch_size=args.batch_size, augment=augment,
-                             shuffle_generator=seeded_generator(device, args.seed, epoch),
-                             memory_format=memory_format, amp=args.amp, label_smoothing=LABEL_SMOOTHING,
-                             rank=rank, world_size=world_size, progress=is_main, overall=overall)
-        counts = {name: count - counts_before[name] for name, count in flowaug_counts(augment).items()}
-        history.append({"epoch": epoch, **record, **counts})
-        if is_main:
-            save_train_state(state_path, model, optimizer, scheduler, history, config)
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl")
-            overall.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                   for k, v in history[-1].items()))
-    overall.close()
-    if world_size > 1:
-        dist.barrier()
+    counted = flowaug_counts(augment)
+
+    def epoch_counts(epoch: int, _: nn.Module) -> dict[str, int]:
+        """FlowAug's counters of this epoch (the difference to the last epoch's end)."""
+        nonlocal counted
+        now = flowaug_counts(augment)
+        counts, counted = {name: now[name] - counted[name] for name in now}, now
+        return counts
+
+    history = train_classifier(model, images, labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               weight_decay=WEIGHT_DECAY, seed=args.seed, augment=augment, optimizer=OPTIMIZER,
+                               warmup_fraction=WARMUP_FRACTION, label_smoothing=LABEL_SMOOTHING,
+                               channels_last=args.channels_last, amp=args.amp, on_epoch_end=epoch_counts,
+                               run_dir=out, config=config, stop_after=args.stop_after, runtime=runtime)
     if len(history) < args.epochs or not is_main:
         return {}
 
-    model.to(memory_format=torch.contiguous_format).eval()
     save_classifier(model, out / "model.pt", args.model, num_classes, meta=config)
     eval_start = time.perf_counter()
     suites = args.eval_suites or default_suites(args.dataset, args.data_root, c_dir)
@@ -365,18 +317,20 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("FLOWAUG_THREADS", DEFAULT_THREADS)))
     args = parse_args(argv)
+    if finished_run(args.out):
+        print(f"{args.out} is finished (report.json exists); choose another --out for a new run")
+        return 0
+    runtime = None
     try:
-        if (args.out / "report.json").is_file():
-            print(f"{args.out} is finished (report.json exists); choose another --out for a new run")
-            return 0
-        with claim_run_folder(args.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
-            train(args)
+        runtime = Runtime.from_env(args.device)
+        with claim_run_folder(args.out) if runtime.is_main else nullcontext():
+            train(args, runtime)
     except (FlowaugError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        if runtime is not None:
+            runtime.close()
     return 0
 
 

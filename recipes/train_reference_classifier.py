@@ -47,7 +47,7 @@ LOSSLESS_FILE = "cifar10/cifar10_lossless_subset.npz"
 
 def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, device: str) -> float:
     """Top-1 accuracy in percent of ``model`` on uint8 (N,32,32,3) ``images``."""
-    return float(100.0 * (predict(model, images, device=device) == labels).mean())
+    return float(100.0 * (predict(model, images, device=device).numpy() == labels).mean())
 
 
 def main() -> None:

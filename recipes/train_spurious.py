@@ -55,10 +55,11 @@ from flowaug.augmentation import BackgroundTransplant, FlowAug, RegionalColourSw
 from flowaug.augmentation.baselines import AUGMENTATIONS, AugmentContext
 from flowaug.data.spurious import CUES, SpuriousBackgrounds
 from flowaug.errors import FlowaugError
-from flowaug.evaluation import spurious_metrics
-from flowaug.fileio import atomic_write_text, claim_run_folder
+from flowaug.evaluation import headline, spurious_metrics
+from flowaug.fileio import atomic_write_text, claim_run_folder, finished_run
 from flowaug.masking import EarlyMasking, LateMasking, mask_iou, train_mask_predictor
-from flowaug.models.classifiers import CLASSIFIERS, build_classifier, save_classifier
+from flowaug.models import CLASSIFIERS, build_classifier, save_classifier
+from flowaug.models.predict import predict
 from flowaug.models.vit import SmallViT
 from flowaug.training import device_name, train_classifier
 
@@ -177,10 +178,7 @@ def score(model: nn.Module, split: SpuriousBackgrounds, tensors: tuple[torch.Ten
           masks: torch.Tensor | None, batch_size: int = 500) -> dict[str, Any]:
     """spurious_metrics of ``model`` on ``split`` (its ``tensors()``; masking models get ``masks``, (N,1,H,W))."""
     images, labels, groups, _ = tensors
-    model.eval()
-    predictions = torch.cat([
-        model(images[i:i + batch_size], *(() if masks is None else (masks[i:i + batch_size],))).argmax(1)
-        for i in range(0, len(images), batch_size)])
+    predictions = predict(model, images, masks=masks, batch_size=batch_size)
     return {"description": split.description,
             **spurious_metrics((predictions == labels).numpy(), labels.numpy(), groups.numpy())}
 
@@ -243,14 +241,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def headline(report: dict[str, Any]) -> str:
-    parts = []
-    for name, entry in report["suites"].items():
-        if name.startswith("test_shift"):
-            parts.append(f"{name}: average {entry['accuracy']:.1f}%, aligned {entry['aligned_accuracy']:.1f}%, "
-                         f"conflicting {entry['conflicting_accuracy']:.1f}%, worst cell "
-                         f"{entry['worst_group']['cell']['accuracy']:.1f}%")
-    return "; ".join(parts)
+def summary_line(report: dict[str, Any]) -> str:
+    """The test_shift suites' numbers of ``report``, one :func:`flowaug.evaluation.headline` each."""
+    return "; ".join(f"{name}: {headline(entry)}" for name, entry in report["suites"].items()
+                     if name.startswith("test_shift"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no flow is shipped for --cue {args.cue}; pass --flow (train one with flowaug pretrain "
                          f"--dataset spurious:PATH on a file from flowaug make-spurious --cue {args.cue})")
         args.flow = FLOWS[args.cue]
-    if (args.out / "report.json").is_file():
+    if finished_run(args.out):
         print(f"{args.out} already holds a finished run (report.json); choose another --out to train again")
         return 0
     try:
@@ -285,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FlowaugError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.method} seed {args.seed}: {headline(report)}; trained in {report['timing']['train_seconds'] / 60:.1f} min")
+    print(f"{args.method} seed {args.seed}: {summary_line(report)}; trained in {report['timing']['train_seconds'] / 60:.1f} min")
     return 0
 
 

@@ -124,7 +124,7 @@ def test_explain_command_writes_a_grid_and_numbers(tmp_path):
     torch.manual_seed(0)
     save_classifier(build_classifier("small", 10), tmp_path / "model.pt", "small", 10)
     out = tmp_path / "explain"
-    assert main(["explain", "--checkpoint", str(tmp_path / "model.pt"), "--images", "spurious:test", "--out", str(out),
+    assert main(["explain", "--checkpoint", str(tmp_path / "model.pt"), "--images", "spurious@test", "--out", str(out),
                  "--count", "3", "--steps", "2"]) == 0
     report = json.loads((out / "explain.json").read_text())
     assert report["foreground"] == "exact masks" and len(report["per_image"]) == 3
@@ -135,4 +135,4 @@ def test_explain_command_names_a_bad_image_source(tmp_path, capsys):
     from flowaug.cli import main
 
     assert main(["explain", "--checkpoint", "cifar10-classifier", "--images", "imagenet", "--out", str(tmp_path)]) == 2
-    assert "unknown image source 'imagenet'" in capsys.readouterr().err
+    assert "unknown dataset spec 'imagenet'" in capsys.readouterr().err

@@ -28,7 +28,7 @@ from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundErro
 from flowaug.fileio import atomic_write_text, claim_run_folder
 from flowaug.masking import EarlyMasking, LateMasking, mask_background
 from flowaug.metrics import macro_std
-from flowaug.pretraining.datasets import load_pretrain_data
+from flowaug.data.specs import load_train_val
 from flowaug.training import train_classifier
 
 
@@ -121,16 +121,16 @@ API = [
     Case("load_cifar unknown split", lambda c: load_cifar("cifar10", "dev", c.folder), ValueError, "split"),
     Case("load_cifar empty data root", lambda c: load_cifar("cifar10", "train", c.folder / "empty"),
          DatasetNotFoundError, "cifar"),
-    Case("pretraining data unknown spec", lambda c: load_pretrain_data("imagenet"), FlowaugError, "unknown dataset spec"),
-    Case("pretraining data missing folder", lambda c: load_pretrain_data(f"folder:{c.folder / 'nope'}"),
+    Case("pretraining data unknown spec", lambda c: load_train_val("imagenet"), FlowaugError, "unknown dataset spec"),
+    Case("pretraining data missing folder", lambda c: load_train_val(f"folder:{c.folder / 'nope'}"),
          DatasetNotFoundError, "does not exist"),
-    Case("pretraining data truncated npz", lambda c: load_pretrain_data(f"npz:{truncated_npz(c)}"), DataFormatError,
+    Case("pretraining data truncated npz", lambda c: load_train_val(f"npz:{truncated_npz(c)}"), DataFormatError,
          "cannot read"),
-    Case("pretraining data npz without x_train", lambda c: load_pretrain_data(
+    Case("pretraining data npz without x_train", lambda c: load_train_val(
         f"npz:{c.npz('no_train.npz', images=np.zeros((2, 32, 32, 3), np.uint8))}"), DataFormatError, "x_train"),
-    Case("pretraining data empty folder", lambda c: load_pretrain_data(f"folder:{c.folder}"), DataFormatError,
+    Case("pretraining data empty folder", lambda c: load_train_val(f"folder:{c.folder}"), DataFormatError,
          "no images"),
-    Case("pretraining data float arrays", lambda c: load_pretrain_data(
+    Case("pretraining data float arrays", lambda c: load_train_val(
         f"npz:{c.npz('floats.npz', x_train=np.zeros((4, 32, 32, 3)))}"), DataFormatError, "uint8"),
     # checkpoints and models
     Case("load_classifier missing file", lambda c: load_classifier(c.folder / "none.pt"), (CheckpointError,
@@ -186,7 +186,7 @@ CLI = [
     ("grid a single image", ["grid", "--images", "1", "--data-root", "{shared}", "--out", "{folder}/g.png"],
      "images"),
     ("explain unknown image source", ["explain", "--checkpoint", "cifar10-classifier", "--images", "imagenet",
-                                      "--out", "{folder}/x"], "unknown image source"),
+                                      "--out", "{folder}/x"], "unknown dataset spec"),
     ("explain zero images", ["explain", "--checkpoint", "cifar10-classifier", "--count", "0", "--out", "{folder}/x"],
      "must be >= 1"),
     ("make-cifar-c unknown corruption", ["make-cifar-c", "--out", "{folder}/c", "--corruptions", "rain"], "rain"),

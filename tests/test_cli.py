@@ -33,8 +33,8 @@ def test_grid_labels_its_rows_and_reads_the_benchmark_and_image_folders(tiny_flo
     from PIL import Image
 
     from flowaug.augmentation import FlowAug
-    from flowaug.augmentation.grid import augmentation_rows
-    from flowaug.data.sources import load_image_sample
+    from flowaug.cli.grid import augmentation_rows
+    from flowaug.data.specs import load_image_sample
 
     images = load_image_sample("spurious", 3, seed=0).images
     aug = FlowAug(tiny_flow_path, mode="swap", generator=0)

@@ -122,10 +122,10 @@ def test_background_group_reads_the_group_of_benchmark_images_and_of_recoloured_
 
 def test_pretraining_reads_the_benchmark(tmp_path):
     from flowaug.data.spurious import write_npz
-    from flowaug.pretraining.datasets import load_pretrain_data
+    from flowaug.data.specs import load_train_val
 
     path = write_npz(tmp_path / "s.npz", sizes={"train": 40, "val": 8, "test": 4, "test_shift": 100})
-    data = load_pretrain_data(f"spurious:{path}")
+    data = load_train_val(f"spurious:{path}")
     assert data.train.shape == (40, 32, 32, 3) and data.val.shape == (8, 32, 32, 3) and "SpuriousBackgrounds" in data.description
     assert np.array_equal(data.train, SpuriousBackgrounds("train", num_images=40).arrays.images)
 

@@ -10,7 +10,7 @@ from flowaug.errors import CheckpointError
 from flowaug.flow import PRESETS, DecoupledFlow, FlowConfig, Latents, get_preset, save_flow
 from flowaug.flow.layers import (ActNorm, ContextAffine, FiLMConvNet, InvertibleConv1x1, MLPNet,
                                   SplitPriorNet)
-from flowaug.pretraining.loop import warm_start
+from flowaug.training.flow_init import warm_start
 
 
 def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from flowaug.errors import CheckpointError
 from flowaug.models import CLASSIFIERS, build_classifier, load_classifier, save_classifier
-from flowaug.models.classifiers import CIFAR_MEAN, Normalize
+from flowaug.models.layers import CIFAR_MEAN, Normalize
 
 
 @pytest.mark.parametrize("arch", sorted(CLASSIFIERS))

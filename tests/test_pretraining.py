@@ -15,8 +15,9 @@ from flowaug.augmentation import FlowAug
 from flowaug.cli import main
 from flowaug.errors import CheckpointError, DataFormatError, DatasetNotFoundError, FlowaugError
 from flowaug.flow import DecoupledFlow, Latents, get_preset
-from flowaug.pretraining import PretrainConfig, TrainingDivergedError, load_pretrain_data, lr_at, pretrain
-from flowaug.pretraining.loop import kl_weight_at, warm_start
+from flowaug.data.specs import load_train_val
+from flowaug.training import PretrainConfig, TrainingDivergedError, kl_weight_at, lr_at, pretrain
+from flowaug.training.flow_init import warm_start
 
 
 def write_npz(path: Path, n_train: int = 40, n_test: int | None = 8, size: int = 32, seed: int = 0) -> Path:
@@ -108,11 +109,11 @@ def write_png_folder(root: Path, n: int, size: tuple[int, int], nested: bool, se
 @pytest.mark.parametrize("nested", [False, True])
 def test_folder_spec_reads_resizes_and_holds_out_a_seeded_validation_split(tmp_path: Path, nested: bool) -> None:
     root = write_png_folder(tmp_path / "imgs", 20, (40, 24), nested)
-    data = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
+    data = load_train_val(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
     assert data.train.shape == (16, 16, 16, 3) and data.val.shape == (4, 16, 16, 3)
     assert data.train.dtype == np.uint8
-    again = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
-    other = load_pretrain_data(f"folder:{root}", image_size=16, val_fraction=0.2, seed=4)
+    again = load_train_val(f"folder:{root}", image_size=16, val_fraction=0.2, seed=3)
+    other = load_train_val(f"folder:{root}", image_size=16, val_fraction=0.2, seed=4)
     assert np.array_equal(again.val, data.val) and not np.array_equal(other.val, data.val)
     rows = {r.tobytes() for r in np.concatenate([data.train, data.val])}
     assert len(rows) == 20
@@ -125,7 +126,7 @@ def test_folder_spec_centre_crops_the_shorter_side(tmp_path: Path) -> None:
     pixels[:, 16:48] = (0, 0, 255)
     for i in range(2):
         Image.fromarray(pixels).save(tmp_path / f"{i}.png")
-    data = load_pretrain_data(f"folder:{tmp_path}", image_size=16)
+    data = load_train_val(f"folder:{tmp_path}", image_size=16)
     image = np.concatenate([data.train, data.val])[0].astype(int)
     assert image.shape == (16, 16, 3)
     assert np.abs(image[:, 1:-1] - (0, 0, 255)).max() <= 2
@@ -134,39 +135,39 @@ def test_folder_spec_centre_crops_the_shorter_side(tmp_path: Path) -> None:
 
 def test_folder_spec_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
-        load_pretrain_data(f"folder:{tmp_path / 'missing'}")
+        load_train_val(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(DataFormatError, match="contains no images"):
-        load_pretrain_data(f"folder:{tmp_path / 'empty'}")
+        load_train_val(f"folder:{tmp_path / 'empty'}")
     root = write_png_folder(tmp_path / "imgs", 3, (32, 32), nested=False)
     (root / "broken.png").write_bytes(b"not a png at all")
     with pytest.raises(DataFormatError, match="broken.png"):
-        load_pretrain_data(f"folder:{root}")
+        load_train_val(f"folder:{root}")
 
 
 def test_npz_spec_uses_x_test_or_holds_out(tmp_path: Path) -> None:
-    with_test = load_pretrain_data(f"npz:{write_npz(tmp_path / 'a.npz', 20, 6)}")
+    with_test = load_train_val(f"npz:{write_npz(tmp_path / 'a.npz', 20, 6)}")
     assert with_test.train.shape == (20, 32, 32, 3) and with_test.val.shape == (6, 32, 32, 3)
-    holdout = load_pretrain_data(f"npz:{write_npz(tmp_path / 'b.npz', 20, None)}", val_fraction=0.25)
+    holdout = load_train_val(f"npz:{write_npz(tmp_path / 'b.npz', 20, None)}", val_fraction=0.25)
     assert holdout.train.shape == (15, 32, 32, 3) and holdout.val.shape == (5, 32, 32, 3)
-    resized = load_pretrain_data(f"npz:{write_npz(tmp_path / 'c.npz', 4, 2, size=16)}", image_size=32)
+    resized = load_train_val(f"npz:{write_npz(tmp_path / 'c.npz', 4, 2, size=16)}", image_size=32)
     assert resized.train.shape == (4, 32, 32, 3)
 
 
 def test_npz_spec_rejects_bad_arrays(tmp_path: Path) -> None:
     np.savez(tmp_path / "gray.npz", x_train=np.zeros((4, 32, 32), dtype=np.uint8))
     with pytest.raises(DataFormatError, match=r"expected uint8 \(N, H, W, 3\)"):
-        load_pretrain_data(f"npz:{tmp_path / 'gray.npz'}")
+        load_train_val(f"npz:{tmp_path / 'gray.npz'}")
     np.savez(tmp_path / "nokey.npz", images=np.zeros((4, 32, 32, 3), dtype=np.uint8))
     with pytest.raises(DataFormatError, match="x_train"):
-        load_pretrain_data(f"npz:{tmp_path / 'nokey.npz'}")
+        load_train_val(f"npz:{tmp_path / 'nokey.npz'}")
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_cifar_specs_train_on_train_and_validate_on_test(synthetic, dataset: str) -> None:
     splits = synthetic.write_pickles(dataset, n_train=4, n_test=5)
-    data = load_pretrain_data(dataset, data_root=synthetic.root)
+    data = load_train_val(dataset, data_root=synthetic.root)
     assert np.array_equal(data.train, splits["train"][0])
     assert np.array_equal(data.val, splits["test"][0])
 
@@ -174,7 +175,7 @@ def test_cifar_specs_train_on_train_and_validate_on_test(synthetic, dataset: str
 @pytest.mark.parametrize("spec", ["imagenet", "folder", "npz:", "cifar10:x"])
 def test_unknown_dataset_spec_lists_the_choices(spec: str) -> None:
     with pytest.raises(FlowaugError, match="folder:PATH"):
-        load_pretrain_data(spec)
+        load_train_val(spec)
 
 
 # ---- training runs ----------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_folder_pretraining_at_64_gives_a_flow_that_swaps_nuisance(tmp_path: Pat
     out = tmp_path / "run"
     path = pretrain(config(out, f"folder:{root}", image_size=64, epochs=1, sample_images=2))
     assert path == out / "flow.pt"
-    x = torch.from_numpy(load_pretrain_data(f"folder:{root}", image_size=64).train[:4]).permute(0, 3, 1, 2) / 255
+    x = torch.from_numpy(load_train_val(f"folder:{root}", image_size=64).train[:4]).permute(0, 3, 1, 2) / 255
     for file in (path, out / "checkpoint.pt"):
         flow = DecoupledFlow.from_checkpoint(file)
         assert flow.config.image_size == 64 and flow.meta["preset"] == "tiny"
@@ -450,7 +451,7 @@ def test_a_run_too_short_to_train_says_what_to_run_instead(tmp_path: Path, npz: 
 
 
 def test_short_run_advice_scales_with_the_data_and_stays_quiet_for_long_runs() -> None:
-    from flowaug.pretraining.advice import short_run_advice
+    from flowaug.training.flow_advice import short_run_advice
 
     folder = short_run_advice(total_steps=20, steps_per_epoch=2, batch_size=64, image_size=64, warm_started=False)
     assert "this run has 20 optimizer steps (2 per epoch of batch 64)" in folder

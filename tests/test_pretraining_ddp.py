@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-import flowaug.pretraining.loop as loop
-from flowaug.pretraining import PretrainConfig, pretrain
+import flowaug.training.flow_trainer as loop
+from flowaug.training import PretrainConfig, pretrain
 
 WORLD_SIZE = 2
 

@@ -1,4 +1,5 @@
-"""The README's FlowAug example runs as written (with the shipped flow and ../shared/data)."""
+"""The README: its code examples run as written (with the shipped flow and ../shared/data), its commands
+are CI's, it stays short; the docs' tables of weights and of the main job's output match their sources."""
 from __future__ import annotations
 
 import re
@@ -45,9 +46,12 @@ def test_spurious_backgrounds_example_runs():
     assert len(namespace["train"]) == 20000 and namespace["masks"].shape == (5000, 1, 32, 32)
 
 
-def readme_section(heading: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+def docs_page(name: str) -> str:
+    return (REPO / "docs" / name).read_text(encoding="utf-8")
+
+
+def test_the_readme_stays_short():
+    assert len((REPO / "README.md").read_bytes()) <= 12_000, "detail belongs in docs/"
 
 
 def test_the_pretrained_table_states_each_flows_guard_and_where_it_ships():
@@ -56,7 +60,7 @@ def test_the_pretrained_table_states_each_flows_guard_and_where_it_ships():
     from flowaug.pretrained import load_pretrained, read_registry
 
     rows = {cells[1].strip("` "): [cell.strip() for cell in cells[2:-1]]
-            for cells in (line.split("|") for line in readme_section("Pretrained weights").splitlines())
+            for cells in (line.split("|") for line in docs_page("pretrained.md").splitlines())
             if len(cells) > 2 and cells[1].strip().startswith("`")}
     registry = read_registry(REPO / "pretrained")
     assert set(rows) == set(registry), "one row per registry entry"
@@ -70,19 +74,20 @@ def test_the_pretrained_table_states_each_flows_guard_and_where_it_ships():
 
 
 def test_the_main_job_expectation_has_one_source():
-    """The README's printed output, the printed note and the model card quote the published sweep."""
+    """The docs' printed output of the main job, the printed note and the model card quote the published sweep."""
     import json
 
     from conftest import load_recipe
 
+    from flowaug.evaluation import headline
+
     recipe = load_recipe("train_cifar")
     note = recipe.published_expectation("quick", "cifar10", "standard,flowaug", "cifar10")
     assert note.startswith("published for these settings"), "the sweep has the main job's row with seed 0"
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    printed = re.search(r"and printed:\n\n```\n(.*?)```", readme, re.DOTALL).group(1)
+    printed = re.search(r"and printed:\n\n```\n(.*?)```", docs_page("recipes.md"), re.DOTALL).group(1)
     report = json.loads(recipe.PUBLISHED.with_suffix("").joinpath("standard+flowaug-s0.json").read_text())
     for name, entry in report["suites"].items():
-        assert f"{name}: {recipe.headline(entry)}  [{entry['description']}]\n" in printed, name
+        assert f"{name}: {headline(entry)}  [{entry['description']}]\n" in printed, name
     assert printed.endswith(f"note: {note}\n")
     seed0 = json.loads(recipe.PUBLISHED.read_text())["methods"]["standard,flowaug"]["runs"]["0"]
     assert recipe.expected_numbers(seed0) in (REPO / "pretrained" / "MODEL_CARD.md").read_text(encoding="utf-8")

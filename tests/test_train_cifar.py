@@ -132,7 +132,7 @@ def test_the_same_command_continues_and_other_settings_are_refused(recipe, data_
     base = ["--aug", "none", "--eval-suites", "clean", "--stop-after", "1"]
     assert run(recipe, data_root, tmp_path / "run", *base) == 0
     assert run(recipe, data_root, tmp_path / "run", *base, "--lr", "0.01") == 2
-    assert "lr differ" in capsys.readouterr().err
+    assert "lr: checkpoint 0.2 vs now 0.01" in capsys.readouterr().err
     assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 0
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2, "continued from epoch 1"
     assert run(recipe, data_root, tmp_path / "run", "--aug", "none", "--eval-suites", "clean") == 0

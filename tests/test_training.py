@@ -128,3 +128,47 @@ def test_masks_go_to_the_augmentation_when_the_model_takes_none():
     train_classifier(masking, images, labels, epochs=1, batch_size=16, device="cpu", progress=False,
                      augment=Recording(p=1.0), masks=masks)
     assert seen[-1][2] is None
+
+
+def test_a_run_folder_resumes_exactly(tmp_path):
+    """stop_after, then the same call again, gives the uninterrupted run's weights and history."""
+    images, labels = tiny_split()
+    whole, whole_history = train_tiny(images, labels, epochs=3)
+    _, first_part = train_tiny(images, labels, epochs=3, run_dir=tmp_path, stop_after=1)
+    assert [record["epoch"] for record in first_part] == [1]
+    resumed, history = train_tiny(images, labels, epochs=3, run_dir=tmp_path)
+    assert torch.equal(weights(resumed), weights(whole))
+    assert [r["loss"] for r in history] == [r["loss"] for r in whole_history]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_run_folder_refuses_other_settings(tmp_path):
+    from flowaug.errors import CheckpointError
+
+    images, labels = tiny_split()
+    train_tiny(images, labels, epochs=2, run_dir=tmp_path, stop_after=1)
+    with pytest.raises(CheckpointError, match="lr: checkpoint 0.05 vs now 0.1"):
+        torch.manual_seed(0)
+        train_classifier(build_classifier("small", 2), images, labels, epochs=2, batch_size=16, lr=0.1,
+                         device="cpu", progress=False, run_dir=tmp_path)
+
+
+def test_check_resume_names_what_must_match_and_returns_what_may_change():
+    from flowaug.errors import CheckpointError
+    from flowaug.training import check_resume
+
+    saved = {"seed": 0, "lr": 1e-3, "epochs": 5}
+    assert check_resume(saved, {**saved, "epochs": 9}, "ckpt", may_change=("epochs", "lr")) == {"epochs": [5, 9]}
+    with pytest.raises(CheckpointError, match="seed: checkpoint 0 vs now 1"):
+        check_resume(saved, {**saved, "seed": 1}, "ckpt", may_change=("epochs",))
+
+
+def test_runtime_of_one_process_slices_nothing_and_checks_the_global_batch():
+    from flowaug.training import Runtime
+
+    runtime = Runtime(rank=1, world_size=2)
+    assert runtime.shard(torch.arange(6)).tolist() == [1, 3, 5] and not runtime.is_main
+    assert runtime.local_batch(8) == 4
+    with pytest.raises(ValueError, match="must divide by the number of processes 2"):
+        runtime.local_batch(7)
+    assert Runtime.from_env("cpu").world_size == 1

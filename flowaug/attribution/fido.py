@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from flowaug.attribution.samplers import SAMPLERS, sample_masks
 from flowaug.masking.early import FILLS, mask_background
-from flowaug.models.classifiers import CIFAR_MEAN
+from flowaug.models.layers import CIFAR_MEAN
 
 OBJECTIVES = ("ssr", "sdr", "both")
 Infill = Callable[[Tensor, Tensor], Tensor]
@@ -97,7 +97,8 @@ def fido(model: nn.Module, images: Tensor, labels: Tensor, objective: str = "ssr
             state, same maps.
         steps: Adam steps on the per-pixel logits (initialised at 0, p = 0.5).
         masks_per_step: masks sampled per image and step (the classifier sees B x this many).
-        l1, tv: weights of the map's mean and total variation.
+        l1: weight of the map's mean.
+        tv: weight of the map's total variation.
         temperature: of the relaxed Bernoulli (smaller = closer to binary masks).
         infill: "mean" (default: removes colour and detail, so a colour shortcut shows in the
             map), "blur" (keeps colour, removes detail: FIDO's choice for natural images), "zero",

@@ -60,6 +60,14 @@ class DonorAugmentation(Augmentation):
 
     MODES: tuple[str, ...] = ("swap", "mix")
     COUNTERS: tuple[str, ...] = ("augmented_count", "no_donor_count")
+    def train(self, mode: bool = True) -> DonorAugmentation:
+        """Switching modes never puts a subclass's ``flow`` (FlowAug's, BackgroundTransplant's fill)
+        into training mode: it stays frozen."""
+        super().train(mode)
+        flow = getattr(self, "flow", None)
+        if flow is not None:
+            flow.eval()
+        return self
 
     def __init__(self, p: float = 0.5, mode: str = "swap", mix_range: tuple[float, float] = (0.5, 1.0),
                  donor: str = "any", generator: torch.Generator | int | None = None) -> None:

@@ -126,12 +126,6 @@ class FlowAug(DonorAugmentation):
         (then no semantic latent is computed at all)."""
         return not self.flow.code_enters_colour_only
 
-    def train(self, mode: bool = True) -> "FlowAug":
-        """Switching modes never puts the flow into training mode (it stays frozen)."""
-        super().train(mode)
-        self.flow.eval()
-        return self
-
     def extra_repr(self) -> str:
         config = self.flow.config
         return (f"flow={config.image_size}x{config.image_size} nuisance_dim={config.nuisance_dim}, p={self.p}, "

@@ -45,8 +45,13 @@ class RegionalColourSwap(DonorAugmentation):
     cell means and ``up`` is bilinear upsampling; "mix" mode moves a drawn weight of the way.
 
     Args:
-        p, mode ("swap" or "mix"), mix_range, donor, generator: as FlowAug's
-            (:class:`~flowaug.augmentation.donor.DonorAugmentation`), drawn by the same code.
+        p: probability that an image is changed, as FlowAug's
+            (:class:`~flowaug.augmentation.donor.DonorAugmentation`); drawn by the same code, as are
+            the next three.
+        mode: "swap" or "mix".
+        donor: the donor policy.
+        mix_range: the donor weight's range in "mix" mode.
+        generator: an int seed, a ``torch.Generator`` or None.
         grid: K, cells per side (default 4, as the default flow's colour map); images must be at
             least K pixels per side.
 

@@ -93,8 +93,10 @@ class BackgroundTransplant(DonorAugmentation):
     """Each drawn image keeps its object (``masks``) and takes a donor's background, hole filled.
 
     Args:
-        p, donor, generator: as FlowAug's (:class:`~flowaug.augmentation.donor.DonorAugmentation`);
-            mode is "swap" only.
+        p: probability that an image is changed, as FlowAug's
+            (:class:`~flowaug.augmentation.donor.DonorAugmentation`); mode is "swap" only.
+        donor: the donor policy, as FlowAug's.
+        generator: an int seed, a ``torch.Generator`` or None.
         fill: how the donor's object is removed from its background, :data:`FILLS` (module docstring).
         flow: the flow that paints holes (``fill="flow"``): a registry name, a checkpoint path or a
             :class:`~flowaug.flow.model.DecoupledFlow`; images must be its size.
@@ -128,12 +130,6 @@ class BackgroundTransplant(DonorAugmentation):
     def extra_repr(self) -> str:
         return (f"p={self.p}, donor={self.donor!r}, fill={self.fill!r}, temperature={self.temperature}, "
                 f"dilation={self.dilation}")
-
-    def train(self, mode: bool = True) -> "BackgroundTransplant":
-        super().train(mode)
-        if self.flow is not None:
-            self.flow.eval()  # the flow is frozen: no ActNorm or dropout behaviour to switch
-        return self
 
     def check_size(self, height: int, width: int) -> None:
         size = None if self.flow is None else self.flow.config.image_size

@@ -20,6 +20,11 @@ def to_float_chw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
+def to_float_images(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) in [0, 255] -> float32 (B, 3, H, W) in [0, 1]; float (B, 3, H, W) passes through as float32."""
+    return to_float_chw(batch) if batch.dtype == torch.uint8 else batch.float()
+
+
 def validate_labels(labels: np.ndarray, num_classes: int, source: str | os.PathLike) -> np.ndarray:
     """Check ``labels`` are 1-D integers in [0, num_classes); return them as int64.
 

@@ -18,7 +18,6 @@ seed, image count or source into the same folder is refused.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -33,7 +32,6 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
 from flowaug.cache import cache_root
 from flowaug.data.cifar import load_cifar
 from flowaug.data.cifar_c import ALL_CORRUPTIONS, GENERATED_MANIFEST, SEVERITIES
@@ -263,37 +261,3 @@ def generate_once(dataset: str, data_root: str | os.PathLike | None, out_dir: st
             if not (out_dir / "labels.npy").is_file():
                 generate_from_test_split(dataset, data_root, out_dir, limit, seed=seed, workers=workers)
     return out_dir
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``flowaug make-cifar-c`` command."""
-    status = generate_from_test_split(args.dataset, args.data_root, args.out, args.limit, args.corruptions,
-                                      args.severities, args.seed, args.workers, args.frost_dir)
-    for name, state in status.items():
-        print(f"  {name}: {state}")
-    if any(state.startswith("partial") for state in status.values()):
-        print("make-cifar-c: partial blocks are kept in .partial/; rerun with the missing --severities "
-              "to write those corruption files")
-    return 0
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``make-cifar-c``."""
-    parser = subparsers.add_parser(
-        "make-cifar-c", help="generate CIFAR-10-C / CIFAR-100-C in the official layout",
-        description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
-    )
-    parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
-    parser.add_argument("--data-root", default=None, help="data root with the CIFAR test set (default $FLOWAUG_DATA)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (the CIFAR-C loader's c_dir)")
-    parser.add_argument("--corruptions", nargs="+", choices=ALL_CORRUPTIONS, default=list(ALL_CORRUPTIONS),
-                        metavar="NAME", help=f"default: all 19 ({', '.join(ALL_CORRUPTIONS)})")
-    parser.add_argument("--severities", nargs="+", type=int, choices=SEVERITIES, default=list(SEVERITIES),
-                        help="default 1 2 3 4 5; a subset keeps its blocks until the rest are generated")
-    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N test images (5N rows per file)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--workers", type=positive_int, default=1, help="worker processes over (corruption, severity) blocks")
-    parser.add_argument("--frost-dir", type=Path, default=None,
-                        help="folder with the frost textures frost1.png ... frost6.jpg (the official generator draws "
-                             "frost1..frost5; default <data-root>/cifar_c_frost)")
-    parser.set_defaults(func=run)

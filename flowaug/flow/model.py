@@ -1,6 +1,6 @@
 """DecoupledFlow: a Glow-style multiscale flow over images conditioned on a nuisance code.
 
-Model (after Wolf, Ma et al. ICLR 2021; the README's "Pretraining a flow" describes it):
+Model (after Wolf, Ma et al. ICLR 2021; docs/pretraining.md describes it):
 
 - images x in [0, 1] are modelled in centred pixel space ``y = x - 0.5`` (no logit
   transform: decode is an affine-only chain, so an unclamped decode of a valid code stays

@@ -4,7 +4,7 @@ An invertible flow is only invertible at the precision it runs in. On CUDA, PyTo
 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``), and autocast runs them in
 bf16/fp16; measured on an H100 with the shipped ``cifar10`` flow, decode(encode(x)) then differs
 from x by up to 1.1e-2 (TF32) instead of 1.6e-5 (full fp32) on 20 real CIFAR-100 test images.
-Full fp32 is slower on large batches (README, Status).
+Full fp32 is slower on large batches (docs/status.md).
 """
 from __future__ import annotations
 

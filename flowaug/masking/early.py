@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowaug.models.classifiers import CIFAR_MEAN
+from flowaug.models.layers import CIFAR_MEAN
 
 FILLS = ("mean", "zero", "blur", "noise")
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowaug.models.classifiers import Normalize
+from flowaug.models.layers import Normalize
 
 READOUTS = ("gap", "cls")
 

@@ -1,25 +1,17 @@
-"""The ``flowaug`` command. Each subcommand lives in the module that does its work
-and exposes ``add_subcommand(subparsers)``; this file only lists them."""
+"""The ``flowaug`` command. Each subcommand is one module of this package with
+``add_subcommand(subparsers)``; the library modules hold the work it calls."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from flowaug import __version__
 from flowaug.arguments import HelpFormatter
+from flowaug.cli import data_check, evaluate, explain, grid, make_cifar_c, make_spurious, pretrain
 from flowaug.errors import FlowaugError
 
-# Modules that each register one top-level subcommand via ``add_subcommand``.
-SUBCOMMAND_MODULES = [
-    "flowaug.data.check",
-    "flowaug.pretraining.cli",
-    "flowaug.data.make_cifar_c",
-    "flowaug.data.spurious",
-    "flowaug.evaluation",
-    "flowaug.augmentation.grid",
-    "flowaug.attribution.explain",
-]
+SUBCOMMANDS = (data_check, pretrain, make_cifar_c, make_spurious, evaluate, grid, explain)
 
 
 DESCRIPTION = ("flowaug: semantic data augmentation with normalizing flows. Pretrain flows, generate CIFAR-C, "
@@ -27,14 +19,12 @@ DESCRIPTION = ("flowaug: semantic data augmentation with normalizing flows. Pret
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flowaug import __version__
-
     parser = argparse.ArgumentParser(prog="flowaug", description=DESCRIPTION,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"flowaug {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).add_subcommand(subparsers)
+    for command in SUBCOMMANDS:
+        command.add_subcommand(subparsers)
     return parser
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
-from flowaug.pretraining.loop import PretrainConfig, pretrain
+from flowaug.training import PretrainConfig, pretrain
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
 
@@ -17,7 +17,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "pretrain", help="pretrain a DecoupledFlow",
         description=__doc__.splitlines()[0].rstrip(".") + ". Under torchrun, --batch-size is the global batch.",
         formatter_class=HelpFormatter)
-    p.add_argument("--dataset", required=True, help="cifar10 | cifar100 | folder:PATH | npz:PATH | spurious | spurious:PATH")
+    p.add_argument("--dataset", required=True, help="dataset spec: cifar10 | cifar100 | spurious | spurious:PATH | folder:PATH | npz:PATH")
     p.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
     p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | cpu-small-colour | gpu-base")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, flow.pt, metrics.jsonl, samples/)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from flowaug.training.flow_config import PretrainConfig, lr_at
+
 FROM_SCRATCH_STEPS = 5000   # cifar10-film: 5,467 steps of batch 64 from scratch
 WARM_START_STEPS = 1500     # spurious / spurious-texture: 1,872 steps warm-started from cifar10-film
 STEPS_PER_SECOND = 1.9      # cpu-small, batch 64, 32 x 32, one thread of the 2-core development CPU beside another run
@@ -29,3 +31,15 @@ def short_run_advice(total_steps: int, steps_per_epoch: int, batch_size: int, im
             f"Train with {start}--epochs {epochs} (about {minutes:.0f} min of one CPU thread at {image_size} x "
             f"{image_size}, measured at 32 x 32: {STEPS_PER_SECOND} steps/s of batch 64) and check the swap grids "
             f"in samples/")
+
+
+def schedule_warnings(cfg: PretrainConfig, total_steps: int, steps_per_epoch: int) -> list[str]:
+    """What is wrong with ``cfg``'s schedule before it runs: a warm-up longer than the run, and
+    :func:`short_run_advice`."""
+    found = []
+    if total_steps <= cfg.warmup_steps:
+        found.append(f"this run has {total_steps} steps but --warmup-steps {cfg.warmup_steps}: the learning rate "
+                     f"never reaches --lr {cfg.lr:g} (it ends at {lr_at(total_steps - 1, total_steps, cfg):.2g}) and "
+                     f"the flow will barely train; lower --warmup-steps or train for more epochs")
+    advice = short_run_advice(total_steps, steps_per_epoch, cfg.batch_size, cfg.image_size, bool(cfg.init_from))
+    return found + ([advice] if advice else [])

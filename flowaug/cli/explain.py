@@ -1,11 +1,10 @@
 """``flowaug explain``: FIDO maps of a classifier on a few images, as a PNG grid and JSON numbers.
 
-    flowaug explain --checkpoint runs/spurious/erm/seed0/model.pt --images spurious:test_shift --out runs/explain
+    flowaug explain --checkpoint runs/spurious/erm/seed0/model.pt --images spurious@test_shift --out runs/explain
     flowaug explain --checkpoint cifar10-classifier --images cifar10 --data-root ../shared/data --out runs/explain
 
-Images (:func:`flowaug.data.sources.load_image_sample`): ``spurious[:SPLIT]`` (SpuriousBackgrounds,
-exact foreground masks; default split test_shift), ``cifar10`` / ``cifar100`` (the test split) or
-``folder:PATH``; without masks, background reliance is measured against the centre square, a proxy
+Images: a dataset spec (:mod:`flowaug.data.specs`), e.g. ``spurious@test_shift`` (SpuriousBackgrounds,
+exact foreground masks), ``cifar10`` (the test split) or ``folder:PATH``; without masks, background reliance is measured against the centre square, a proxy
 stated in the JSON. Each image is explained for the class the model predicts. The grid shows per image: the image, the SSR map, the SDR map and
 the image with everything outside the SSR region infilled.
 """
@@ -21,23 +20,22 @@ import torch
 from flowaug.arguments import HelpFormatter, positive_int
 from flowaug.attribution.fido import SAMPLERS, fido, make_infill
 from flowaug.attribution.scores import background_reliance, centre_square, region_auc, region_iou
-from flowaug.data.sources import load_image_sample
+from flowaug.data.specs import load_image_sample
 from flowaug.errors import FlowaugError
+from flowaug.pretrained import load_model
 from flowaug.fileio import atomic_write_text
 from flowaug.masking.early import FILLS
+from flowaug.models.predict import predict
 from flowaug.plots import save_labelled_grid
 
 CIFAR_PROXY_BORDER = 8   # the centre 16 x 16 of a 32 x 32 image stands in for the object
 
 
 def explain(args: argparse.Namespace) -> dict[str, Any]:
-    from flowaug.pretrained import load_model
-
     model = load_model(args.checkpoint, kind="classifier").eval()
     sample = load_image_sample(args.images, args.count, args.seed, args.data_root)
     images, masks, labels, description = sample.images, sample.masks, sample.labels, sample.description
-    with torch.no_grad():
-        predicted = model(images).argmax(1)
+    predicted = predict(model, images)
     options = dict(steps=args.steps, masks_per_step=args.masks_per_step, infill=args.infill, progress=True)
     maps = {objective: fido(model, images, predicted, objective, args.sampler,
                             torch.Generator().manual_seed(args.seed), **options).maps
@@ -46,8 +44,7 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
         len(images), -1, -1, -1)
     ssr_region = (maps["ssr"] > 0.5).float()
     kept_only = make_infill(args.infill, generator=torch.Generator().manual_seed(args.seed))(images, ssr_region)
-    with torch.no_grad():
-        kept_predicted = model(kept_only).argmax(1)
+    kept_predicted = predict(model, kept_only)
     report = {
         "checkpoint": str(args.checkpoint), "images": description, "count": len(images),
         "settings": {"sampler": args.sampler, **{k: v for k, v in options.items() if k != "progress"},
@@ -92,8 +89,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.splitlines()[0],
                                    formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="classifier checkpoint path or registry name")
-    parser.add_argument("--images", default="spurious:test_shift",
-                        help="spurious[:SPLIT] (exact masks) | cifar10 | cifar100 (test split) | folder:PATH")
+    parser.add_argument("--images", default="spurious@test_shift",
+                        help="dataset spec KIND[:PATH][@SPLIT]: spurious[@SPLIT] (exact masks), cifar10, cifar100 "
+                             "(default split test), folder:PATH, npz:PATH")
     parser.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
     parser.add_argument("--out", type=Path, required=True, help="folder for explain_grid.png and explain.json")
     parser.add_argument("--count", type=positive_int, default=16, help="images explained")

@@ -18,7 +18,7 @@ from torch import Tensor
 from flowaug.arguments import HelpFormatter, non_negative_int, positive_int
 from flowaug.augmentation.flowaug import FlowAug
 from flowaug.augmentation.params import MODES
-from flowaug.data.sources import load_image_sample
+from flowaug.data.specs import load_image_sample
 from flowaug.errors import FlowaugError
 from flowaug.plots import save_labelled_grid
 
@@ -62,7 +62,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
                                    formatter_class=HelpFormatter)
     parser.add_argument("--flow", default="cifar10", help="registry name or flow checkpoint path")
     parser.add_argument("--images-from", default="cifar10",
-                        help="cifar10 | cifar100 (test split) | spurious[:SPLIT] | folder:PATH")
+                        help="dataset spec KIND[:PATH][@SPLIT]: cifar10, cifar100 (default split test), spurious[@SPLIT], "
+                             "folder:PATH, npz:PATH")
     parser.add_argument("--data-root", default=None, help="data root for cifar10/cifar100 "
                                                           "(default: $FLOWAUG_DATA or ~/.cache/flowaug/data)")
     parser.add_argument("--out", default="grid.png", help="PNG file to write")

@@ -1,126 +1,47 @@
-"""A small, reusable supervised training loop for CIFAR classifiers.
+"""The classifier trainer: cross-entropy on an image split held whole on the device.
 
-The whole split lives on the training device as one tensor (uint8 NHWC or
-float NCHW); each batch is converted to float, augmented on the device by an
-augmentation module (``augment(x, y)``, re-seeded per epoch) and fed to the model. No DataLoader, no workers:
-fast on a GPU and simple on a CPU.
+Each batch is converted to float, augmented on the device by an augmentation module
+(``augment(x, y)``) and fed to the model. No DataLoader, no workers: fast on a GPU and simple on a
+CPU. Optional: DDP (:class:`~flowaug.training.runtime.Runtime`), a run folder with a per-epoch
+checkpoint that the same call resumes exactly, and a stop after some epochs.
+
+Seeding (the rule every flowaug trainer follows): the model's initial weights are the caller's;
+epoch e's data order comes from ``seeded_generator(device, seed, e)`` and every augmentation in
+``augment`` is re-seeded from ``(seed, e, rank + 1)`` (:func:`flowaug.augmentation.reseed`), so a
+resumed run draws exactly what the uninterrupted one drew and ranks draw independently.
 """
 from __future__ import annotations
 
 import inspect
 import os
-import platform
-import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from flowaug.augmentation.base import reseed
 from flowaug.augmentation.donor import DonorAugmentation
-from flowaug.data.base import to_float_chw
-from flowaug.errors import CheckpointError
-from flowaug.fileio import atomic_torch_save, read_checkpoint
+from flowaug.seeding import seeded_generator
+from flowaug.training.checkpoint import load_train_state, save_train_state
+from flowaug.data.base import to_float_images
+from flowaug.training.inputs import as_image_tensor, as_label_tensor
+from flowaug.training.runtime import MetricsLog, Runtime, format_record, run_progress, synchronize
+from flowaug.training.schedules import OPTIMIZERS, one_cycle
 from flowaug.validation import check_finite_unit_range
 
-TRAIN_STATE_FORMAT = "flowaug-train-state"
-TRAIN_STATE_VERSION = 1
-
-
-def to_float_images(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) in [0, 255] -> float32 (B, 3, H, W) in [0, 1]; float (B, 3, H, W) passes through."""
-    return to_float_chw(batch) if batch.dtype == torch.uint8 else batch.float()
-
-
-def as_image_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """Check an image split and put it on ``device`` unchanged in dtype.
-
-    Accepts uint8 (N, H, W, 3) (the CIFAR array layout) or float (N, 3, H, W) in [0, 1].
-    """
-    tensor = torch.as_tensor(images)
-    if tensor.dtype == torch.uint8:
-        if tensor.ndim != 4 or tensor.shape[-1] != 3:
-            raise ValueError(f"uint8 images must be (N, H, W, 3), got shape {tuple(tensor.shape)}")
-    elif tensor.is_floating_point():
-        if tensor.ndim != 4 or tensor.shape[1] != 3:
-            raise ValueError(f"float images must be (N, 3, H, W), got shape {tuple(tensor.shape)}")
-        if not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1:
-            raise ValueError("float images must be finite and in [0, 1]")
-    else:
-        raise ValueError(f"images must be uint8 (N, H, W, 3) or float (N, 3, H, W), got dtype {tensor.dtype}")
-    return tensor.to(device)
-
-
-def as_label_tensor(labels: np.ndarray | torch.Tensor, count: int, device: torch.device | str) -> torch.Tensor:
-    """Check integer labels (count,) and return them as int64 on ``device``."""
-    tensor = torch.as_tensor(labels)
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"labels must be integers, got dtype {tensor.dtype}")
-    if tensor.shape != (count,):
-        raise ValueError(f"labels must have shape ({count},) to match the images, got {tuple(tensor.shape)}")
-    if count and tensor.min() < 0:
-        raise ValueError("labels must be non-negative")
-    return tensor.long().to(device)
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
-                                                            weight_decay=weight_decay),
-    "adam": lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
-}
-
-
-def one_cycle(step: int, total_steps: int, warmup_fraction: float) -> float:
-    """Learning-rate multiplier: linear warm-up from 0.1 to 1 over ``warmup_fraction`` of the steps,
-    then linear decay to 0 at ``total_steps``."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    if step < warmup:
-        return 0.1 + 0.9 * step / warmup
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``), else what ``platform`` knows."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """The device a run trained on, for its report: the GPU's name, else ``CPU (<model>, <N> cores)``.
-    Results can differ in the last digits between CPU models (other vector kernels round differently),
-    so reports name the model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
+STATE_NAME = "train_state.pt"
+METRICS_NAME = "metrics.jsonl"
 
 
 def takes_masks(model: nn.Module) -> bool:
     """Whether ``model`` is a masking model: its forward takes a ``mask`` (EarlyMasking, LateMasking,
     SmallViT's token dropping)."""
     return "mask" in inspect.signature(model.forward).parameters
-
-
-def _synchronize(device: torch.device) -> float:
-    """``time.perf_counter()`` after waiting for ``device``'s queued work (so phase times are honest on GPUs)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def run_progress(total_steps: int, done_steps: int = 0, enabled: bool = True,
-                 desc: str = "training") -> tqdm:
-    """One bar for a whole training run: steps done of all epochs, with an ETA smoothed over many
-    steps (tqdm's moving average with factor 0.02), so it stays steady within and across epochs."""
-    return tqdm(total=total_steps, initial=done_steps, desc=desc, unit="step", smoothing=0.02, disable=not enabled,
-                dynamic_ncols=True)
 
 
 def train_epoch(
@@ -170,24 +91,24 @@ def train_epoch(
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(images)} images)")
     model.train()
     times = {"data_seconds": 0.0, "augment_seconds": 0.0, "model_seconds": 0.0}
-    start = _synchronize(device)
+    start = synchronize(device)
     order = torch.randperm(len(images), generator=shuffle_generator, device=device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     bar = overall if overall is not None else tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     for step in range(steps):
-        tick = _synchronize(device)
+        tick = synchronize(device)
         index = order[step * batch_size:(step + 1) * batch_size][rank::world_size]
         x, y = to_float_images(images[index]), labels[index]
         side = () if masks is None or not to_model else (masks[index],)
         extra = {} if groups is None else {"groups": groups[index]}
         if masks is not None and not to_model:
             extra["masks"] = masks[index]
-        tock = _synchronize(device)
+        tock = synchronize(device)
         times["data_seconds"] += tock - tick
         if augment is not None:
             x, y = augment(x, y, **extra)
-        tick = _synchronize(device)
+        tick = synchronize(device)
         times["augment_seconds"] += tick - tock
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x.contiguous(memory_format=memory_format), *side)
@@ -198,13 +119,13 @@ def train_epoch(
         scheduler.step()
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
-        times["model_seconds"] += _synchronize(device) - tick
+        times["model_seconds"] += synchronize(device) - tick
         bar.update()
         if progress and step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     if overall is None:
         bar.close()
-    seconds = _synchronize(device) - start
+    seconds = synchronize(device) - start
     return {
         "loss": loss_sum.item() / steps,
         "train_accuracy": 100.0 * correct.item() / (steps * local_batch),
@@ -213,38 +134,6 @@ def train_epoch(
         "images_per_second": steps * batch_size / seconds,
         **times,
     }
-
-
-def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict[str, Any]],
-                     config: dict[str, Any]) -> None:
-    """Atomically write model, optimizer and scheduler state, the per-epoch ``history`` and the run's
-    ``config`` (plain data). Resuming is exact when the run derives its generators from (seed, epoch)."""
-    atomic_torch_save({
-        "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "config": config,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "history": history,
-    }, path)
-
-
-def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler,
-                     config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Restore a :func:`save_train_state` file into the given objects and return its history.
-
-    Raises :class:`CheckpointError` when the file is missing or corrupt or was written with a
-    different ``config`` (resuming under other settings would not continue the same run).
-    """
-    state = read_checkpoint(path, TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION, "training state", "cpu")
-    changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
-    if changed:
-        raise CheckpointError(f"{path} was written with other settings ({', '.join(changed)} differ); "
-                              f"resume with the original settings or start a new output folder")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state["history"]
 
 
 def train_classifier(
@@ -268,17 +157,20 @@ def train_classifier(
     progress: bool = True,
     groups: np.ndarray | torch.Tensor | None = None,
     masks: np.ndarray | torch.Tensor | None = None,
+    run_dir: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+    runtime: Runtime | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place with cross-entropy and return one record per epoch.
 
     images: uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1], numpy or torch; held
-    whole on ``device`` (default: CUDA if available, else CPU). labels: int (N,).
-    Each epoch shuffles with a ``torch.Generator`` seeded from ``seed`` and drops the
-    last incomplete batch; ``augment`` (e.g. :class:`~flowaug.augmentation.baselines.CropFlip`;
-    None: no augmentation) runs on each float batch, re-seeded from (``seed``, epoch).
+    whole on ``device`` (default: the runtime's, else CUDA if available, else CPU). labels: int (N,).
+    Epochs draw as the module docstring says and drop the last incomplete batch; ``augment`` (e.g.
+    :class:`~flowaug.augmentation.baselines.CropFlip`; None: no augmentation) runs on each float batch.
     ``optimizer`` is "sgd" (Nesterov, momentum 0.9) or "adam" (AdamW); the learning
-    rate follows :func:`one_cycle` per step. Same seed, same inputs, same device ->
-    same weights. ``amp`` runs forward and loss under bfloat16 autocast (for GPUs; no
+    rate follows :func:`~flowaug.training.schedules.one_cycle` per step. Same seed, same inputs, same
+    device -> same weights. ``amp`` runs forward and loss under bfloat16 autocast (for GPUs; no
     gradient scaler is needed with bfloat16). The model ends in eval mode, contiguous memory format, on ``device``.
     ``on_epoch_end(epoch, model)`` may return extra numbers (e.g. test
     accuracy) that are merged into the epoch record; the model is in eval mode
@@ -289,13 +181,21 @@ def train_classifier(
     (:func:`takes_masks`), else to the augmentation (``augment(x, y, masks=...)``, e.g. FlowAug or
     RegionalColourSwap changing the background only).
 
+    ``run_dir``: after every epoch rank 0 writes ``train_state.pt`` (model, optimizer, scheduler,
+    history; atomic) and ``metrics.jsonl`` there; when ``train_state.pt`` exists the call continues
+    that run exactly, refusing (:class:`~flowaug.errors.CheckpointError`) a ``config`` other than the
+    one it was written with (default: this call's settings). ``stop_after``: return after that epoch
+    (a later call with the same settings goes on). ``runtime``: the process group of a DDP run
+    (:meth:`Runtime.from_env`); ``batch_size`` is the global batch, split across ranks.
+
     Record keys: epoch (1-based) and those of :func:`train_epoch`.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    runtime = runtime or Runtime(device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    device = runtime.device
     x_all = as_image_tensor(images, device)
     y_all = as_label_tensor(labels, len(x_all), device)
     g_all = None if groups is None else as_label_tensor(groups, len(x_all), device)
@@ -313,30 +213,45 @@ def train_classifier(
     steps_per_epoch = len(x_all) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(x_all)} images)")
+    runtime.local_batch(batch_size)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    net = DistributedDataParallel(model) if runtime.world_size > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr, weight_decay)
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total_steps, warmup_fraction))
-    generator = torch.Generator(device=device).manual_seed(seed)
+    config = config if config is not None else {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+        "optimizer": optimizer, "warmup_fraction": warmup_fraction, "label_smoothing": label_smoothing,
+        "amp": amp, "channels_last": channels_last, "train_images": len(x_all), "world_size": runtime.world_size}
+    state_path = None if run_dir is None else Path(run_dir) / STATE_NAME
     history: list[dict[str, Any]] = []
-    overall = run_progress(total_steps, enabled=progress)
-    for epoch in range(1, epochs + 1):
+    if state_path is not None and state_path.exists():
+        history = load_train_state(state_path, model, opt, scheduler, config)
+    metrics = None if run_dir is None else MetricsLog(Path(run_dir) / METRICS_NAME, runtime)
+    show = progress and runtime.is_main
+    overall = run_progress(total_steps, len(history) * steps_per_epoch, enabled=show)
+    for epoch in range(len(history) + 1, min(epochs, stop_after or epochs) + 1):
         if augment is not None:
-            reseed(augment, seed, epoch)
+            reseed(augment, seed, epoch, runtime.rank + 1)
         overall.set_description(f"training, epoch {epoch}/{epochs}")
-        record = train_epoch(model, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=augment,
-                             shuffle_generator=generator,
+        record = train_epoch(net, opt, scheduler, x_all, y_all, batch_size=batch_size, augment=augment,
+                             shuffle_generator=seeded_generator(device, seed, epoch),
                              memory_format=memory_format, amp=amp, label_smoothing=label_smoothing,
-                             progress=progress, groups=g_all, masks=m_all, overall=overall)
+                             rank=runtime.rank, world_size=runtime.world_size, progress=show,
+                             groups=g_all, masks=m_all, overall=overall)
         record = {"epoch": epoch, **record}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch, model))
         history.append(record)
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if state_path is not None and runtime.is_main:
+            save_train_state(state_path, model, opt, scheduler, history, config)
+            metrics.rewrite(history)
+        if show:
+            overall.write(format_record(record))
     overall.close()
+    runtime.barrier()
     model.to(memory_format=torch.contiguous_format).eval()
     return history
