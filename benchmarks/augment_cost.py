@@ -112,7 +112,7 @@ Step = Callable[[], object]
 def through_glow(flow: torch.nn.Module) -> torch.nn.Module:
     """The same flow (shared weights) that FlowAug takes down the general path: encode, decode."""
     clone = copy.copy(flow)
-    clone.__class__ = type("ThroughGlow", (type(flow),), {"code_enters_colour_only": property(lambda self: False)})
+    clone.__class__ = type("ThroughGlow", (type(flow),), {"code_enters_image_end_only": property(lambda self: False)})
     return clone
 
 

@@ -45,7 +45,7 @@ class StandInFlow(nn.Module):
         super().__init__()
         self.config = get_preset("tiny", nuisance_dim=4)
         self.num_dims = 3 * 32 * 32
-        self.code_enters_colour_only = False
+        self.code_enters_image_end_only = False
         self.anchor = nn.Parameter(torch.zeros(()))
 
     def encode(self, x: Tensor, validate: bool = True, with_log_det: bool = False):

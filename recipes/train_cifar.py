@@ -243,7 +243,7 @@ def train(args: argparse.Namespace, runtime: Runtime) -> dict[str, Any]:
               f"{args.epochs} epochs, {runtime.world_size} process(es) on {device} with {torch.get_num_threads()} "
               f"CPU thread(s) (FLOWAUG_THREADS), out {out}", flush=True)
     flow = load_model(args.flow, kind="flow") if "flowaug" in aug_names else args.flow
-    build_cache = args.flowaug_cache and not flow.code_enters_colour_only  # a colour flow needs none
+    build_cache = args.flowaug_cache and not flow.code_enters_image_end_only  # a colour flow needs none
     cache_images = to_float_images(torch.as_tensor(images).to(device)) if build_cache else None  # FlowAug sees untouched images
     augment = build_augment(args.aug, AugmentContext(num_classes, flow, FLOWAUG_P, FLOWAUG_MODE, device,
                                                      args.aug_workers, cache_images))

@@ -37,7 +37,7 @@ class ColourFlow(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))
 
         self.num_dims = 3 * 32 * 32
-        self.code_enters_colour_only = False
+        self.code_enters_image_end_only = False
 
     def encode_nuisance(self, x: torch.Tensor, validate: bool = True) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3))[:, None]

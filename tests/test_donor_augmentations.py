@@ -15,7 +15,7 @@ from flowaug import FlowAug, Latents, RegionalColourSwap, load_pretrained
 def colour_flow():
     """The shipped default flow: its code enters only the colour map, and it is trained (not the identity)."""
     flow = load_pretrained("cifar10")
-    assert flow.code_enters_colour_only
+    assert flow.code_enters_image_end_only
     return flow
 
 
@@ -138,9 +138,9 @@ def test_colour_flow_short_path_equals_decoding_the_semantic_latent(colour_flow,
     assert not aug.needs_cache
 
 
-def test_recolour_refuses_a_flow_whose_code_enters_the_glow(tiny_flow, images):
-    with pytest.raises(ValueError, match="conditioning='colour'"):
-        tiny_flow.recolour(images, torch.zeros(8, 4), torch.zeros(8, 4))
+def test_recode_refuses_a_flow_whose_code_enters_the_glow(tiny_flow, images):
+    with pytest.raises(ValueError, match="conditioning='colour' or 'texture'"):
+        tiny_flow.recode(images, torch.zeros(8, 4), torch.zeros(8, 4))
 
 
 def test_regional_module_docstring_example_runs():

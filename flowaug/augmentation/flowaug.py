@@ -124,7 +124,7 @@ class FlowAug(DonorAugmentation):
     def needs_cache(self) -> bool:
         """Whether :meth:`cache_latents` saves work: False where the code enters only the colour map
         (then no semantic latent is computed at all)."""
-        return not self.flow.code_enters_colour_only
+        return not self.flow.code_enters_image_end_only
 
     def extra_repr(self) -> str:
         config = self.flow.config
@@ -199,14 +199,14 @@ class FlowAug(DonorAugmentation):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0.0, 1.0)
         rows = None if self.cache is None else self.cache.lookup(images)  # once per call, for images and donors
         donors = None if self.mode == "prior" else params.donor[selected]
-        if self.flow.code_enters_colour_only:  # each image that gives or takes a code is encoded once
+        if self.flow.code_enters_image_end_only:  # each image that gives or takes a code is encoded once
             needed = selected if donors is None else torch.unique(torch.cat([selected, donors]))
             codes = images.new_zeros(images.shape[0], self.flow.config.nuisance_dim)
             codes[needed.to(images.device)] = self._nuisance_of(images, needed, rows)
             own = codes[selected.to(images.device)]
             donor_codes = None if donors is None else codes[donors.to(images.device)]
             nuisance = self._new_nuisance(selected, own, donor_codes, params)
-            decoded, log_det_change = self.flow.recolour(images[selected.to(images.device)], own, nuisance)
+            decoded, log_det_change = self.flow.recode(images[selected.to(images.device)], own, nuisance)
         else:
             latents, own_log_det = self._latents_of(images, selected, rows)
             donor_codes = None if donors is None else self._nuisance_of(images, donors, rows)

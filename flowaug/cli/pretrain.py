@@ -19,7 +19,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("--dataset", required=True, help="dataset spec: cifar10 | cifar100 | spurious | spurious:PATH | folder:PATH | npz:PATH")
     p.add_argument("--data-root", help="data root for cifar10/cifar100 (default: $FLOWAUG_DATA or ~/.cache)")
-    p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | cpu-small-colour | gpu-base")
+    p.add_argument("--preset", default=_DEFAULTS["preset"], help="flow preset: tiny | cpu-small | cpu-small-shift | cpu-small-colour | cpu-small-texture | gpu-base")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, flow.pt, metrics.jsonl, samples/)")
     p.add_argument("--epochs", type=positive_int, default=_DEFAULTS["epochs"])
     p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS["batch_size"], help="global batch size")
@@ -33,6 +33,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--colour-anchor", type=float, default=_DEFAULTS["colour_anchor"], metavar="WEIGHT",
                    help="tie a colour preset's colour map to each image's regional mean colour with this "
                         "weight (0 = plain ELBO), so the nuisance code carries the colour layout")
+    p.add_argument("--pattern-anchor", type=float, default=_DEFAULTS["pattern_anchor"], metavar="WEIGHT",
+                   help="tie a texture preset's pattern field to each image's background pattern with this weight "
+                        "(needs masks: --dataset spurious[:PATH]), so the nuisance code carries the pattern")
     p.add_argument("--grad-clip", type=float, default=_DEFAULTS["grad_clip"], help="max gradient norm (0 = off)")
     p.add_argument("--ema", type=float, default=_DEFAULTS["ema"], metavar="DECAY",
                    help="EMA decay of the exported weights (0 = off)")

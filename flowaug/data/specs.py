@@ -78,11 +78,14 @@ class PretrainData:
         train: uint8 (N, S, S, 3) HWC RGB, S = the requested image size.
         val: uint8 (M, S, S, 3), disjoint from ``train``.
         description: human-readable name, e.g. "CIFAR-10 (JPEG-q75 proxy)".
+        train_masks: bool (N, S, S) foreground masks (True = object) where the source has them
+            (SpuriousBackgrounds at its own size), else None.
     """
 
     train: np.ndarray
     val: np.ndarray
     description: str
+    train_masks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,9 @@ def load_train_val(spec: str, data_root: str | os.PathLike | None = None, image_
                             fit_array(test.images, image_size, parsed.kind), train.description)
     if parsed.kind == "spurious":
         train, val = (_spurious(parsed, split, image_size) for split in ("train", "val"))
+        masks = train.arrays.masks if train.arrays.images.shape[1] == image_size else None
         return PretrainData(fit_array(train.arrays.images, image_size, "spurious train"),
-                            fit_array(val.arrays.images, image_size, "spurious val"), train.description)
+                            fit_array(val.arrays.images, image_size, "spurious val"), train.description, masks)
     if parsed.kind == "folder":
         images = read_image_folder(parsed.path, image_size)
         train, val = holdout_split(images, val_fraction, seed)

@@ -5,7 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-CONDITIONINGS = ("film", "shift", "colour")
+CONDITIONINGS = ("film", "shift", "colour", "texture")
+IMAGE_END_CONDITIONINGS = ("colour", "texture")  # g enters only maps at the image end; the Glow is unconditioned
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,12 @@ class FlowConfig:
             the first hidden convolution, as Wolf does: g cannot multiply structure) or
             ``"colour"`` (g enters only a smooth per-pixel colour map at the image end,
             :class:`~flowaug.flow.layers.ColourField`; the image flow is unconditioned, its
-            couplings FiLM nets of a zero-width code, so a new code cannot change an edge).
-        colour_grid: side K of the ``"colour"`` map's K x K grid (and of the posterior encoder's
-            pooling grid); unused by the other conditionings.
+            couplings FiLM nets of a zero-width code, so a new code cannot change an edge) or
+            ``"texture"`` (the colour map, then a brightness pattern drawn from g and added at the image
+            end, :class:`~flowaug.flow.layers.PatternField`: a new code can change the background's
+            pattern as well as its colours).
+        colour_grid: side K of the colour map's K x K grid (and of the posterior encoder's
+            pooling grid) of ``"colour"`` and ``"texture"``; unused by the other conditionings.
     """
 
     image_size: int = 32
@@ -89,6 +93,7 @@ PRESETS: dict[str, FlowConfig] = {
     "cpu-small": FlowConfig(),
     "cpu-small-shift": FlowConfig(conditioning="shift"),
     "cpu-small-colour": FlowConfig(conditioning="colour"),
+    "cpu-small-texture": FlowConfig(conditioning="texture"),
     "gpu-base": FlowConfig(levels=3, steps_per_level=16, hidden_channels=256, nuisance_dim=64,
                            encoder_channels=64, prior_layers=6, prior_hidden=256),
 }

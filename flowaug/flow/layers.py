@@ -192,6 +192,42 @@ class ColourField(nf.flows.Flow):
         return (x - shift) * (-log_scale).exp(), -log_scale.flatten(1).sum(1)
 
 
+class PatternField(nf.flows.Flow):
+    """A brightness pattern set by the code, added at the image end: how g draws background texture
+    in a ``"texture"`` flow (after its :class:`ColourField`).
+
+    g (B,d) -> a linear map to (B,C,4,4) -> three (2x upsampling, 3x3 conv, ReLU) stages -> a
+    zero-initialised 3x3 conv -> one channel, bounded to +-``bound`` by a soft clamp, resized to
+    the image and added to every colour channel. latent -> data (``forward``): ``y = u + P(g)``;
+    data -> latent (``inverse``): ``u = y - P(g)``; volume-preserving (log-det 0). Unlike the
+    colour map it can draw stripes, checks or dots of any phase; starts as the identity.
+    """
+
+    def __init__(self, context_dim: int, channels: int = 32, bound: float = 0.25):
+        super().__init__()
+        self.channels, self.bound = channels, bound
+        self.linear = CodeLinear(context_dim, channels * 16)
+        stages: list[nn.Module] = []
+        for _ in range(3):
+            stages += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1),
+                       nn.ReLU()]
+        self.body = nn.Sequential(*stages, nn.Conv2d(channels, 1, 3, padding=1))
+        zero_init(self.body[-1])
+
+    def pattern(self, context: Tensor, size: tuple[int, int]) -> Tensor:
+        """The pattern (B,1,H,W) in +-``bound`` (centred pixel units) for codes (B,d)."""
+        field = self.body(self.linear(context).view(-1, self.channels, 4, 4))
+        if field.shape[2:] != size:
+            field = F.interpolate(field, size=size, mode="bilinear", align_corners=False)
+        return soft_clamp(field, self.bound)
+
+    def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        return z + self.pattern(context, z.shape[2:]), z.new_zeros(z.shape[0])
+
+    def inverse(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        return x - self.pattern(context, x.shape[2:]), x.new_zeros(x.shape[0])
+
+
 class FiLMConvNet(nn.Module):
     """Coupling network: conv3x3 -> FiLM(g) -> ReLU -> conv1x1 -> FiLM(g) -> ReLU -> conv3x3.
 

@@ -30,10 +30,11 @@ from torch import Tensor, nn
 
 from flowaug.errors import CheckpointError
 from flowaug.fileio import atomic_torch_save, read_checkpoint
-from flowaug.flow.config import FlowConfig
-from flowaug.flow.layers import ActNorm, AffineCoupling, ColourField, ContextAffine, FlowStep, SplitPriorNet
+from flowaug.flow.config import IMAGE_END_CONDITIONINGS, FlowConfig
+from flowaug.flow.layers import ActNorm, AffineCoupling, ColourField, ContextAffine, FlowStep, PatternField, SplitPriorNet
 from flowaug.flow.nuisance import NuisancePrior, PosteriorEncoder, standard_normal_log_prob
 from flowaug.flow.precision import full_fp32
+from flowaug.models.layers import luma
 from flowaug.validation import check_float_images
 
 CHECKPOINT_FORMAT = "flowaug-flow"
@@ -62,11 +63,12 @@ class DecoupledFlow(nn.Module):
         super().__init__()
         self.config = config
         d = config.nuisance_dim
-        colour = config.conditioning == "colour"
+        colour = config.conditioning in IMAGE_END_CONDITIONINGS
         self.encoder = PosteriorEncoder(d, config.encoder_channels, config.colour_grid if colour else 1)
         bounds = (config.scale_bound, config.shift_bound)
         self.prior = NuisancePrior(d, config.prior_layers, config.prior_hidden, *bounds)
         self.colour = ColourField(d, config.colour_grid) if colour else None
+        self.pattern = PatternField(d) if config.conditioning == "texture" else None
         flow_d, coupling = (0, "film") if colour else (d, config.conditioning)
         self.squeeze = nf.flows.Squeeze()
         self.levels = nn.ModuleList()
@@ -108,7 +110,7 @@ class DecoupledFlow(nn.Module):
     def _to_latent(self, y: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         """Centred image y (B,3,S,S) and code g -> (eps (B, 3*S*S), log|det d eps/dy| (B,))."""
         pieces, log_det = [], torch.zeros(y.shape[0], device=y.device, dtype=y.dtype)
-        z = y
+        z = y if self.pattern is None else self.pattern.inverse(y, g)[0]
         if self.colour is not None:
             z, log_det = self.colour.inverse(z, g)
         g = self._flow_code(g)
@@ -145,7 +147,7 @@ class DecoupledFlow(nn.Module):
         if self.colour is not None:
             z, ld = self.colour(z, code)
             log_det = log_det + ld
-        return z, log_det
+        return (z, log_det) if self.pattern is None else (self.pattern(z, code)[0], log_det)
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -192,9 +194,11 @@ class DecoupledFlow(nn.Module):
         return reconstruction + kl
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0,
-             colour_anchor: float = 0.0) -> Tensor:
+             colour_anchor: float = 0.0, pattern_anchor: float = 0.0, masks: Tensor | None = None) -> Tensor:
         """Training loss (scalar): batch mean of ``-log p(x|g) + kl_weight * KL`` in bits/dim,
-        plus ``colour_anchor`` times :meth:`colour_anchor_error` (a ``"colour"`` flow only).
+        plus ``colour_anchor`` times :meth:`colour_anchor_error` (``"colour"`` and ``"texture"``
+        flows) and ``pattern_anchor`` times :meth:`pattern_anchor_error` (``"texture"`` flows; needs
+        the foreground ``masks`` (B,1,S,S) in [0, 1], 1 = object).
 
         ``kl_weight = 1`` is the negative ELBO (:meth:`bits_per_dim`). A weight ramped up from 0
         early in training (KL warm-up, Bowman et al. 2016) keeps the flow from learning to
@@ -204,11 +208,16 @@ class DecoupledFlow(nn.Module):
             raise RuntimeError("DecoupledFlow.initialize(x) must be called on a fixed batch "
                                "before training (data-dependent ActNorm init)")
         if colour_anchor and self.colour is None:
-            raise ValueError(f"colour_anchor needs a flow with conditioning='colour', this one has "
+            raise ValueError(f"colour_anchor needs a flow with conditioning='colour' or 'texture', this one has "
                              f"{self.config.conditioning!r}")
+        if pattern_anchor and (self.pattern is None or masks is None):
+            raise ValueError(f"pattern_anchor needs a flow with conditioning='texture' (this one has "
+                             f"{self.config.conditioning!r}) and the images' foreground masks")
         reconstruction, kl, g = self._negative_elbo_bits(x, generator)
         loss = (reconstruction + kl_weight * kl).mean()
-        return loss + colour_anchor * self.colour_anchor_error(x, g) if colour_anchor else loss
+        if colour_anchor:
+            loss = loss + colour_anchor * self.colour_anchor_error(x, g)
+        return loss + pattern_anchor * self.pattern_anchor_error(x, g, masks) if pattern_anchor else loss
 
     def colour_anchor_error(self, x: Tensor, g: Tensor) -> Tensor:
         """Mean squared distance (scalar) between the colour map's offsets at its grid points
@@ -219,10 +228,22 @@ class DecoupledFlow(nn.Module):
         target = nn.functional.avg_pool2d(x - 0.5, cell)
         return (self.colour.grid_shifts(g) - target).pow(2).mean()
 
+    def pattern_anchor_error(self, x: Tensor, g: Tensor, masks: Tensor) -> Tensor:
+        """Mean squared distance (scalar) over background pixels (``masks`` (B,1,S,S) 0, grown by 2
+        px) between the pattern under codes g (B, d) and x's background brightness minus its local
+        background mean (a 9 x 9 window). Added to the loss it makes the code carry the background's
+        pattern, which the pattern field can then draw under another image's code."""
+        background = 1.0 - nn.functional.max_pool2d(masks, 5, stride=1, padding=2)
+        grey = luma(x)
+        local_mean = (nn.functional.avg_pool2d(grey * background, 9, 1, 4, count_include_pad=False)
+                      / nn.functional.avg_pool2d(background, 9, 1, 4, count_include_pad=False).clamp_min(1e-3))
+        error = (self.pattern.pattern(g, x.shape[2:]) - (grey - local_mean)).pow(2) * background
+        return error.sum() / background.sum().clamp_min(1.0)
+
     def forward(self, x: Tensor, generator: torch.Generator | None = None, kl_weight: float = 1.0,
-                colour_anchor: float = 0.0) -> Tensor:
+                colour_anchor: float = 0.0, pattern_anchor: float = 0.0, masks: Tensor | None = None) -> Tensor:
         """Same as :meth:`loss`, so a DDP-wrapped flow trains with ``ddp(x)``; codes come from :meth:`encode`."""
-        return self.loss(x, generator, kl_weight, colour_anchor)
+        return self.loss(x, generator, kl_weight, colour_anchor, pattern_anchor, masks)
 
     def encode(self, x: Tensor, validate: bool = True, with_log_det: bool = False) -> Latents | tuple[Latents, Tensor]:
         """Deterministic codes of x (B,3,S,S) in [0,1]: g = posterior mean, no dequantisation noise.
@@ -265,25 +286,29 @@ class DecoupledFlow(nn.Module):
         return (y + 0.5, log_det) if with_log_det else y + 0.5
 
     @property
-    def code_enters_colour_only(self) -> bool:
-        """True for ``conditioning="colour"``: the code sets only the colour map at the image end, so
-        decoding x's semantic latent under a new code is :meth:`recolour` (the Glow cancels)."""
+    def code_enters_image_end_only(self) -> bool:
+        """True for ``conditioning="colour"`` and ``"texture"``: the code sets only the colour map (and
+        the pattern) at the image end, so decoding x's semantic latent under a new code is
+        :meth:`recode` (the Glow cancels)."""
         return self.colour is not None
 
-    def recolour(self, x: Tensor, own: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
-        """``decode(Latents(encode(x).semantic, new))`` of a colour flow without running the Glow:
-        x's colour map under its code ``own`` (B, d) undone, the map under ``new`` (B, d) applied.
+    def recode(self, x: Tensor, own: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+        """``decode(Latents(encode(x).semantic, new))`` of a colour or texture flow without running the
+        Glow: x's image-end maps under its code ``own`` (B, d) undone (pattern, then colour map), the
+        maps under ``new`` (B, d) applied.
 
         x: (B,3,S,S) float in [0, 1]. Returns the images (B,3,S,S), NOT clamped, and the change of
         the decode's log|det dx/d eps| (B,) in nats (new code minus own), which is the log-determinant
         of this map. Exact where the full decode carries the Glow's round-trip error (at most 2.3e-5
         on 256 CIFAR-10 test images with ``cifar10``)."""
         if self.colour is None:
-            raise ValueError("recolour needs a flow whose code enters only its colour map "
-                             "(conditioning='colour'); decode the semantic latent for other flows")
+            raise ValueError("recode needs a flow whose code enters only its image-end maps "
+                             "(conditioning='colour' or 'texture'); decode the semantic latent for other flows")
         with full_fp32(x.device.type):
-            neutral, undo_log_det = self.colour.inverse(x - 0.5, own)
+            y = x - 0.5 if self.pattern is None else self.pattern.inverse(x - 0.5, own)[0]
+            neutral, undo_log_det = self.colour.inverse(y, own)
             y, apply_log_det = self.colour(neutral, new)
+            y = y if self.pattern is None else self.pattern(y, new)[0]
         return y + 0.5, apply_log_det + undo_log_det
 
     def sample_nuisance(self, n: int, temperature: float = 1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowaug.errors import FlowaugError
+from flowaug.flow.config import IMAGE_END_CONDITIONINGS, FlowConfig
 from flowaug.training.schedules import linear_ramp, warmup_cosine
 
 # Fields that define the training trajectory: a resume must use the same values.
@@ -14,7 +15,7 @@ RESUME_MUST_MATCH = ("dataset", "preset", "image_size", "batch_size", "seed", "m
 # more epochs): the resume is then no longer the uninterrupted run, so the change is printed and
 # recorded as a {"kind": "resume"} line in metrics.jsonl.
 RESUME_MAY_CHANGE = ("epochs", "lr", "warmup_steps", "kl_warmup_steps", "kl_weight", "colour_anchor",
-                     "grad_clip", "amp")
+                     "pattern_anchor", "grad_clip", "amp")
 # Random streams, mixed into the seed so no two uses share a generator state.
 PERMUTATION_STREAM, STEP_STREAM, VALIDATION_STREAM, SAMPLES_STREAM, INIT_STREAM = range(5)
 
@@ -44,6 +45,9 @@ class PretrainConfig:
         colour_anchor: weight of :meth:`~flowaug.flow.model.DecoupledFlow.colour_anchor_error` in
             the loss (``"colour"`` presets only; 0 = the plain ELBO): ties the colour map's offsets
             to the image's regional mean colour, so the nuisance code carries the colour layout.
+        pattern_anchor: weight of :meth:`~flowaug.flow.model.DecoupledFlow.pattern_anchor_error` in the
+            loss (``"texture"`` presets and a dataset with foreground masks, e.g. ``spurious``; 0 = off):
+            ties the pattern field to the background's brightness pattern, so the code carries it.
         grad_clip: max gradient norm (0 = no clipping).
         ema: EMA decay of the exported weights (0 = export the raw weights).
         hflip: random horizontal flips of training images.
@@ -76,6 +80,7 @@ class PretrainConfig:
     kl_warmup_steps: int = 0
     kl_weight: float = 1.0
     colour_anchor: float = 0.0
+    pattern_anchor: float = 0.0
     grad_clip: float = 50.0
     ema: float = 0.999
     seed: int = 0
@@ -102,7 +107,8 @@ class PretrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise FlowaugError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip", "colour_anchor"):
+        for name in ("warmup_steps", "kl_warmup_steps", "checkpoint_every", "grad_clip", "colour_anchor",
+                     "pattern_anchor"):
             if not getattr(self, name) >= 0:
                 raise FlowaugError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "kl_weight"):
@@ -131,3 +137,16 @@ def kl_weight_at(step: int, cfg: PretrainConfig) -> float:
     """KL weight at global ``step``: linear from 0 to ``cfg.kl_weight`` over ``cfg.kl_warmup_steps``
     (``cfg.kl_weight`` without warm-up)."""
     return linear_ramp(step, cfg.kl_warmup_steps, cfg.kl_weight)
+
+
+def check_anchors(cfg: PretrainConfig, flow: FlowConfig, has_masks: bool) -> None:
+    """Refuse an anchor the flow or the data cannot serve, naming what would."""
+    if cfg.colour_anchor and flow.conditioning not in IMAGE_END_CONDITIONINGS:
+        raise FlowaugError(f"--colour-anchor needs a preset with colour conditioning (e.g. cpu-small-colour); "
+                           f"{cfg.preset!r} has {flow.conditioning!r}")
+    if cfg.pattern_anchor and flow.conditioning != "texture":
+        raise FlowaugError(f"--pattern-anchor needs a preset with texture conditioning (cpu-small-texture); "
+                           f"{cfg.preset!r} has {flow.conditioning!r}")
+    if cfg.pattern_anchor and not has_masks:
+        raise FlowaugError(f"--pattern-anchor needs foreground masks; {cfg.dataset!r} has none (use spurious or "
+                           f"spurious:PATH)")

@@ -44,7 +44,8 @@ from flowaug.training.checkpoint import check_resume
 from flowaug.training.flow_advice import schedule_warnings
 from flowaug.training.flow_config import (INIT_STREAM, PERMUTATION_STREAM, RESUME_MAY_CHANGE, RESUME_MUST_MATCH,
                                           SAMPLES_STREAM, STEP_STREAM, VALIDATION_STREAM, PretrainConfig,
-                                          TrainingDivergedError, kl_weight_at, lr_at)
+                                          TrainingDivergedError, check_anchors, kl_weight_at, lr_at)
+from flowaug.training.ema import update_ema
 from flowaug.training.flow_init import guard_meta, warm_start
 from flowaug.training.flow_samples import write_sample_grids
 from flowaug.training.runtime import MetricsLog, Runtime, run_progress
@@ -80,9 +81,6 @@ class _Run:
             self.flow_config = get_preset(cfg.preset, image_size=cfg.image_size)
         except ValueError as error:
             raise FlowaugError(f"invalid --preset/--image-size: {error}") from error
-        if cfg.colour_anchor and self.flow_config.conditioning != "colour":
-            raise FlowaugError(f"--colour-anchor needs a preset with colour conditioning (e.g. cpu-small-colour); "
-                               f"{cfg.preset!r} has {self.flow_config.conditioning!r}")
         self.changed_on_resume: dict[str, list[Any]] = {}
         ckpt = self._existing_checkpoint()
 
@@ -91,6 +89,8 @@ class _Run:
         self.description = data.description
         self.train = torch.from_numpy(np.ascontiguousarray(train))
         self.val = torch.from_numpy(np.ascontiguousarray(data.val[: cfg.val_images]))
+        check_anchors(cfg, self.flow_config, data.train_masks is not None)
+        self.train_masks = None if data.train_masks is None else torch.from_numpy(data.train_masks[: len(train)])
         self.steps_per_epoch = len(self.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise FlowaugError(f"batch size {cfg.batch_size} exceeds the {len(self.train)} training images; "
@@ -151,8 +151,11 @@ class _Run:
 
     @staticmethod
     def _resume_settings(pretrain: dict[str, Any], flow: dict[str, Any]) -> dict[str, Any]:
-        """What a resume compares: the trajectory and schedule fields of the config, and the flow's config."""
-        return {**{k: pretrain.get(k) for k in RESUME_MUST_MATCH + RESUME_MAY_CHANGE}, "flow config": flow}
+        """What a resume compares: the trajectory and schedule fields of the config (a field an older
+        checkpoint lacks counts as its default), and the flow's config."""
+        defaults = {field.name: field.default for field in dataclasses.fields(PretrainConfig)}
+        return {**{k: pretrain.get(k, defaults[k]) for k in RESUME_MUST_MATCH + RESUME_MAY_CHANGE},
+                "flow config": flow}
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         state = ckpt["train_state"]
@@ -180,19 +183,23 @@ class _Run:
     def _wall_time(self) -> float:
         return self.counters["wall_time_s"] + time.monotonic() - self.started
 
-    def _batch(self, perm: torch.Tensor, step_in_epoch: int) -> torch.Tensor:
-        """This rank's share of the global batch at ``step_in_epoch``, float (b,3,H,W) in [0,1] on device."""
+    def _batch(self, perm: torch.Tensor, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's share of the global batch at ``step_in_epoch``: float (b,3,H,W) in [0,1] and,
+        where the data has them, float masks (b,1,H,W) (1 = object), flipped alike, on device."""
         b = self.cfg.batch_size
         idx = self.runtime.shard(perm[step_in_epoch * b: (step_in_epoch + 1) * b])
         x = to_float_chw(self.train[idx])
+        m = None if self.train_masks is None else self.train_masks[idx][:, None].float()
         if self.cfg.hflip:
             flip_gen = seeded_generator("cpu", self.cfg.seed, STEP_STREAM, self.global_step, self.runtime.rank)
-            flip = torch.rand(len(x), generator=flip_gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x.to(self.device)
+            flip = torch.rand(len(x), generator=flip_gen)[:, None, None, None] < 0.5
+            x = torch.where(flip, x.flip(-1), x)
+            m = None if m is None else torch.where(flip, m.flip(-1), m)
+        return x.to(self.device), None if m is None else m.to(self.device)
 
-    def _train_step(self, x: torch.Tensor) -> float | None:
-        """One optimizer step on ``x``; returns the global mean loss (bits/dim) or None if skipped."""
+    def _train_step(self, x: torch.Tensor, masks: torch.Tensor | None) -> float | None:
+        """One optimizer step on ``x`` (and its ``masks``, for the pattern anchor); returns the global mean
+        loss (bits/dim) or None if skipped."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.global_step, self.total_steps, cfg)
@@ -201,7 +208,8 @@ class _Run:
         amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         autocast = torch.autocast(self.device.type, dtype=amp_dtype) if cfg.amp else nullcontext()
         with autocast:
-            loss = self.loss_module(x, noise, kl_weight_at(self.global_step, cfg), cfg.colour_anchor)
+            loss = self.loss_module(x, noise, kl_weight_at(self.global_step, cfg), cfg.colour_anchor,
+                                    cfg.pattern_anchor, masks if cfg.pattern_anchor else None)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.grad_clip or math.inf)
@@ -209,21 +217,11 @@ class _Run:
         finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
         if finite:
             self.scaler.step(self.optimizer)
-            self._update_ema()
+            self.counters["updates"] += 1
+            if self.ema is not None:
+                update_ema(self.ema, self.flow, self.counters["updates"], cfg.ema)
         self.scaler.update()
         return loss_value if finite else None
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        self.counters["updates"] += 1
-        if self.ema is None:
-            return
-        n = self.counters["updates"]
-        decay = min(self.cfg.ema, (1 + n) / (10 + n))
-        for e, p in zip(self.ema.parameters(), self.flow.parameters()):
-            e.lerp_(p, 1.0 - decay)
-        for e, b in zip(self.ema.buffers(), self.flow.buffers()):
-            e.copy_(b)
 
     def _count_step(self, loss: float | None, epoch: int) -> None:
         c = self.counters
@@ -352,7 +350,7 @@ class _Run:
             perm = torch.randperm(len(self.train), generator=seeded_generator("cpu", cfg.seed, PERMUTATION_STREAM, epoch))
             bar.set_description(f"pretraining, epoch {epoch + 1}/{cfg.epochs}")
             while self.step_in_epoch < self.steps_per_epoch and not stop:
-                loss = self._train_step(self._batch(perm, self.step_in_epoch))
+                loss = self._train_step(*self._batch(perm, self.step_in_epoch))
                 self.global_step += 1
                 self.step_in_epoch += 1
                 self._count_step(loss, epoch)
