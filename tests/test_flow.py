@@ -9,7 +9,7 @@ import torch
 from flowaug.errors import CheckpointError
 from flowaug.flow import PRESETS, DecoupledFlow, FlowConfig, Latents, get_preset, save_flow
 from flowaug.flow.layers import (ActNorm, ContextAffine, FiLMConvNet, InvertibleConv1x1, MLPNet,
-                                  SplitPriorNet)
+                                  PatternField, SplitPriorNet)
 from flowaug.training.flow_init import warm_start
 
 
@@ -442,6 +442,16 @@ def test_the_texture_flow_recodes_pattern_and_colour_without_the_glow(images):
     assert model.code_enters_image_end_only
     torch.testing.assert_close(recoded, expected, atol=1e-4, rtol=0)
     assert (recoded - images).abs().mean() > 2e-5, "the code must change the image"
+
+
+def test_a_fresh_pattern_field_draws_nothing_but_its_features_follow_the_code():
+    """Only the last conv starts at zero: were the code map zero too, no gradient would reach the code."""
+    torch.manual_seed(0)
+    field = PatternField(context_dim=8)
+    codes = torch.randn(2, 8)
+    assert field.pattern(codes, (32, 32)).abs().max() == 0
+    hidden = field.body[:-1](field.linear(codes).view(-1, field.channels, 4, 4))
+    assert (hidden[0] - hidden[1]).abs().mean() > 1e-3
 
 
 def test_the_pattern_anchor_makes_the_code_carry_the_background_pattern():

@@ -289,8 +289,8 @@ def poison_losses(monkeypatch: pytest.MonkeyPatch, bad_calls, kind: str) -> None
     """Make ``DecoupledFlow.loss`` return NaN (kind "loss") or give NaN gradients (kind "grad") on bad calls."""
     calls, original = itertools.count(), DecoupledFlow.loss
 
-    def loss(self, x, generator=None, kl_weight=1.0, colour_anchor=0.0):
-        value = original(self, x, generator, kl_weight, colour_anchor)
+    def loss(self, x, *args):
+        value = original(self, x, *args)
         if next(calls) in bad_calls:
             return value * float("nan") if kind == "loss" else _NanGradient.apply(value)
         return value
@@ -364,6 +364,35 @@ def test_a_negative_colour_anchor_is_refused(anchor):
 def test_a_colour_anchor_without_colour_conditioning_is_refused(tmp_path: Path, npz: Path) -> None:
     with pytest.raises(FlowaugError, match="--colour-anchor needs a preset with colour conditioning"):
         pretrain(config(tmp_path / "run", f"npz:{npz}", colour_anchor=1.0))
+
+
+@pytest.fixture(scope="module")
+def spurious_file(tmp_path_factory) -> Path:
+    from flowaug.data.spurious import write_npz as write_spurious
+
+    return write_spurious(tmp_path_factory.mktemp("spurious") / "s.npz", cue="texture",
+                          sizes={"train": 40, "val": 8, "test": 8, "test_shift": 8})
+
+
+def test_the_pattern_anchor_trains_on_masked_data_and_resumes_exactly(tmp_path: Path, spurious_file: Path) -> None:
+    settings = dict(preset="tiny-texture", pattern_anchor=100.0, colour_anchor=1.0, hflip=True)
+    whole = pretrain(config(tmp_path / "whole", f"spurious:{spurious_file}", **settings))
+    pretrain(config(tmp_path / "part", f"spurious:{spurious_file}", stop_after_steps=3, **settings))
+    part = pretrain(config(tmp_path / "part", f"spurious:{spurious_file}", resume=True, **settings))
+    first, second = (torch.load(path, weights_only=True)["state_dict"] for path in (whole, part))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(k.startswith("pattern.") and v.abs().sum() > 0 for k, v in first.items() if "body.9" in k)
+
+
+@pytest.mark.parametrize("preset, dataset, message", [
+    ("tiny", "spurious", "--pattern-anchor needs a preset with texture conditioning"),
+    ("tiny-texture", "npz", "--pattern-anchor needs foreground masks"),
+])
+def test_a_pattern_anchor_the_preset_or_data_cannot_serve_is_refused(tmp_path, npz, spurious_file, preset, dataset,
+                                                                      message):
+    spec = f"spurious:{spurious_file}" if dataset == "spurious" else f"npz:{npz}"
+    with pytest.raises(FlowaugError, match=message):
+        pretrain(config(tmp_path / "run", spec, preset=preset, pattern_anchor=1.0))
 
 
 def test_resume_with_a_changed_schedule_is_recorded(tmp_path: Path, npz: Path) -> None:

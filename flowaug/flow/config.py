@@ -90,6 +90,8 @@ class FlowConfig:
 PRESETS: dict[str, FlowConfig] = {
     "tiny": FlowConfig(levels=2, steps_per_level=2, hidden_channels=16, nuisance_dim=4,
                        encoder_channels=8, prior_layers=2, prior_hidden=16),
+    "tiny-texture": FlowConfig(levels=2, steps_per_level=2, hidden_channels=16, nuisance_dim=4, encoder_channels=8,
+                               prior_layers=2, prior_hidden=16, conditioning="texture"),
     "cpu-small": FlowConfig(),
     "cpu-small-shift": FlowConfig(conditioning="shift"),
     "cpu-small-colour": FlowConfig(conditioning="colour"),
